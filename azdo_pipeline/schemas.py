@@ -38,10 +38,12 @@ USERS = table_schema(
     col("license", pa.string(),
         "accountLicenseType: none, express (Basic), stakeholder, advanced (Basic + Test Plans), "
         "professional, earlyAdopter. Null when the user has no entitlement."),
-    col("licensing_source", pa.string(), "none, account, msdn (Visual Studio subscription), profile, auto, trial."),
+    col("licensing_source", pa.string(),
+        "none, account, msdn (Visual Studio subscription), profile, auto, trial."),
     col("msdn_license_type", pa.string(), "Visual Studio subscription level when licensing_source is msdn."),
     col("license_display_name", pa.string(), "Licence name as the Azure DevOps UI shows it."),
-    col("status", pa.string(), "Entitlement status: active, pending, disabled, deleted, expired, pendingDisabled."),
+    col("status", pa.string(),
+        "Entitlement status: active, pending, disabled, deleted, expired, pendingDisabled."),
     col("last_accessed", TS, "Last access to the organization; null when the user never signed in."),
     col("date_created", TS, "When the user was added to the organization."),
 )

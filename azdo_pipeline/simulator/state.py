@@ -8,6 +8,7 @@ admin API all share one source of truth.
 from __future__ import annotations
 
 import base64
+import contextlib
 import random
 import secrets
 import threading
@@ -16,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 # .NET DateTime.MaxValue.Ticks: audit entry ids start with (MaxTicks - ticks) so they sort newest first.
 _MAX_TICKS = 3155378975999999999
@@ -624,6 +626,11 @@ class World:
         self.propagation_delay = timedelta(minutes=5)
         self.pats: dict[str, Pat] = {}
         self.request_counts: Counter[str] = Counter()
+        # Owned by simulator/entra.py and simulator/tokens.py (Entra app registrations, issued tokens).
+        self.entra_apps: dict[str, Any] = {}
+        self.token_store: Any = None
+        # Owned by simulator/faults.py (latency, 5xx, drops, throttle budgets).
+        self.faults: Any = None
 
     def new_guid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -681,9 +688,8 @@ class World:
                 if g is None or m is None:
                     continue
                 if p.add:
-                    try:
+                    # a cycle or a vanished subject: Azure DevOps skips it too
+                    with contextlib.suppress(SimError):
                         org.add_membership(g, m, via_entra=True)
-                    except SimError:
-                        pass  # a cycle or a vanished subject: Azure DevOps skips it too
                 else:
                     org.remove_membership(g, m, via_entra=True)
