@@ -1,0 +1,83 @@
+"""Dagster resources: configuration, Azure DevOps clients and the Parquet store.
+
+Secrets never pass through here as values: the YAML configuration names environment variables
+(or the embedded simulator provides its own PAT), so run config and the UI show nothing secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from .client import AzureDevOpsClient, ClientSettings
+from .config import OrgConfig, PipelineConfig, load_config
+from .store import Store
+from .sync.full import SyncOptions, SyncReport, full_sync
+
+
+class AzdoPipeline(dg.ConfigurableResource):
+    """Organizations, credentials and where the Parquet goes.
+
+    `config_path`: the YAML configuration (docs/configuration.md). Unset: `$AZDO_PIPELINE_CONFIG`,
+    then `./azdo-pipeline.yaml`, then the embedded simulator. `data_dir` overrides the file's.
+    """
+
+    config_path: str | None = Field(default=None, description="Path of the YAML configuration file.")
+    data_dir: str | None = Field(default=None, description="Where the Parquet goes (overrides the config).")
+
+    def config(self) -> PipelineConfig:
+        return load_config(self.config_path)
+
+    def store(self) -> Store:
+        return Store(Path(self.data_dir or self.config().data_dir))
+
+    def org(self, name: str) -> OrgConfig:
+        cfg = self.config()
+        for o in cfg.organizations:
+            if o.name.lower() == name.lower():
+                return o
+        known = ", ".join(o.name for o in cfg.organizations) or "none"
+        raise dg.Failure(f"organization '{name}' is not in the configuration (configured: {known}); add it "
+                         "under `organizations:` or remove the partition")
+
+    @asynccontextmanager
+    async def client(self, name: str) -> AsyncIterator[AzureDevOpsClient]:
+        cfg = self.config()
+        org = self.org(name)
+        transport = None
+        if cfg.simulator is not None and cfg.simulator.embedded:
+            from .auth import PatCredential
+            from .simulator.embedded import embedded
+
+            sim = embedded(org.name, cfg.simulator.size, cfg.simulator.seed)
+            credential = PatCredential(sim.pat)
+            transport = sim.transport()
+        else:
+            from .auth import credential_for
+
+            credential = credential_for(org)
+        settings = ClientSettings(max_concurrency=org.concurrency, ca_bundle=org.ca_bundle)
+        client = await AzureDevOpsClient.connect(org.url, credential, settings=settings, transport=transport)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+    def full_sync(self, name: str, snapshot: str) -> SyncReport:
+        org = self.org(name)
+        options = SyncOptions(sync_teams=org.sync_teams, sync_organizations=org.sync_organizations)
+
+        async def run() -> SyncReport:
+            async with self.client(name) as client:
+                return await full_sync(client, self.store(), org.name, snapshot, options)
+
+        return asyncio.run(run())
+
+
+def default_resources() -> dict[str, object]:
+    return {"azdo": AzdoPipeline()}
