@@ -1,0 +1,182 @@
+"""Shared fixtures for the whole suite.
+
+Simulator fixtures (azdo_pipeline.simulator):
+
+- `tiny` → `TinySim(world, org, pat)`: a fresh `World` (seed 7) holding one tiny organization
+  "fabrikam" (from `simulator.generator.generate(..., size="tiny")`, or a small hand-built org when
+  the generator is not importable) and a full-access PAT (`{"app_token"}`) for the org owner.
+  Function-scoped: mutate it freely.
+- `tiny_world` → the `World` of `tiny`; `tiny_org` → its `OrgState`; `tiny_pat` → the PAT string.
+- `basic_auth(pat)` (plain function, also the `basic_auth` fixture) → `"Basic base64(':' + pat)"`.
+- `asgi_client` → a `starlette.testclient.TestClient` (an `httpx.Client`) into
+  `create_app(tiny_world)`, base_url `https://dev.azure.com`, sending the owner's Basic auth header and
+  `X-TFS-FedAuthRedirect: Suppress`. Use full URLs for other hosts, e.g.
+  `asgi_client.get("https://vssps.dev.azure.com/fabrikam/_apis/graph/users?api-version=7.1-preview.1")`.
+- `asgi_client_for(world, pat=None, base_url=..., suppress=True)` (fixture returning a factory) →
+  the same for another world / token; clients are closed at teardown.
+- `async_asgi_client` → an `httpx.AsyncClient` over `httpx.ASGITransport` with the same settings
+  (for `async def` tests driven by anyio: mark them `@pytest.mark.anyio`).
+- `sim_server` → module-scoped `SimulatorServer` over real TLS on 127.0.0.1 serving its own tiny
+  world; attributes `.world`, `.base_url`, `.ca_file`, `.org_url("fabrikam")`; the PAT is
+  `sim_server.pat` (attached by the fixture). Reset faults you set (`world.faults.configure({})`).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from azdo_pipeline.simulator.state import OrgState, World
+
+ORG = "fabrikam"
+
+
+@dataclass
+class TinySim:
+    world: World
+    org: OrgState
+    pat: str
+
+
+def basic_auth(pat: str) -> str:
+    return "Basic " + base64.b64encode(f":{pat}".encode()).decode()
+
+
+def build_tiny_org_by_hand(world: World, name: str = ORG) -> OrgState:
+    """A small but complete org built only with state.py methods (used when the generator is absent)."""
+    from datetime import timedelta
+
+    org = world.new_org(name)
+    owner = org.add_user(kind="aad", display_name="Olivia Owner", principal_name="olivia@contoso.com")
+    org.owner_key = owner.storage_key
+    org.add_membership(org.org_groups["project_collection_administrators"], owner.descriptor, audit=False)
+    people = [owner]
+    for i, (kind, meta) in enumerate([("aad", "member"), ("aad", "member"), ("aad", "guest"),
+                                      ("msa", "member")]):
+        domain = "outlook.com" if kind == "msa" else ("fabrikam.com" if meta == "guest" else "contoso.com")
+        people.append(org.add_user(kind=kind, display_name=f"User {i}", principal_name=f"user{i}@{domain}",
+                                   meta_type=meta))
+    for i, p in enumerate(people):
+        last = world.clock.now() - timedelta(days=i) if i % 2 == 0 else None
+        org.set_entitlement(p.storage_key, ["express", "stakeholder", "advanced"][i % 3], audit=False,
+                            **({"last_accessed": last} if last else {}))
+    org.add_user(kind="svc", display_name=f"{name} Build Service ({name})", principal_name="")
+    sp = org.add_service_principal(display_name="deploy-bot")
+    entra_group = org.create_group(display_name="Engineering", entra_oid=world.new_guid(), audit=False)
+    proj = org.create_project("Apollo", description="First project")
+    org.create_project("Zephyr", visibility="public")
+    org.add_membership(proj.role_groups["contributors"], people[1].descriptor, audit=False)
+    org.add_membership(proj.role_groups["readers"], people[4].descriptor, audit=False)
+    org.add_membership(proj.role_groups["contributors"], sp.descriptor, audit=False)
+    org.add_membership(proj.role_groups["readers"], entra_group.descriptor, audit=False)
+    org.add_membership(entra_group.descriptor, people[2].descriptor, via_entra=True)
+    world.entra_members.setdefault(entra_group.origin_id, set()).add(people[2].origin_id)
+    team = org.teams[proj.default_team_id]
+    org.add_membership(team.group_descriptor, people[1].descriptor, audit=False)
+    org.add_membership(team.group_descriptor, people[3].descriptor, audit=False)
+    team.admins.add(people[1].descriptor)
+    return org
+
+
+def make_tiny(seed: int = 7, name: str = ORG) -> TinySim:
+    world = World(seed=seed)
+    try:
+        from azdo_pipeline.simulator.generator import generate
+
+        org = generate(world, name, size="tiny", seed=seed)
+    except ImportError:  # generator (or a module it needs) not there yet: build one by hand
+        world = World(seed=seed)
+        org = build_tiny_org_by_hand(world, name)
+    pat = world.issue_pat(org.name, org.owner_key, {"app_token"})
+    return TinySim(world, org, pat.token)
+
+
+@pytest.fixture
+def tiny() -> TinySim:
+    return make_tiny()
+
+
+@pytest.fixture
+def tiny_world(tiny: TinySim) -> World:
+    return tiny.world
+
+
+@pytest.fixture
+def tiny_org(tiny: TinySim) -> OrgState:
+    return tiny.org
+
+
+@pytest.fixture
+def tiny_pat(tiny: TinySim) -> str:
+    return tiny.pat
+
+
+@pytest.fixture(name="basic_auth")
+def basic_auth_fixture() -> Callable[[str], str]:
+    return basic_auth
+
+
+def _headers(pat: str | None, suppress: bool) -> dict[str, str]:
+    h: dict[str, str] = {}
+    if pat:
+        h["Authorization"] = basic_auth(pat)
+    if suppress:
+        h["X-TFS-FedAuthRedirect"] = "Suppress"
+    return h
+
+
+@pytest.fixture
+def asgi_client_for() -> Iterator[Callable[..., httpx.Client]]:
+    from starlette.testclient import TestClient
+
+    from azdo_pipeline.simulator.app import create_app
+
+    made: list[TestClient] = []
+
+    def factory(world: World, pat: str | None = None, base_url: str = "https://dev.azure.com",
+                suppress: bool = True) -> httpx.Client:
+        c = TestClient(create_app(world), base_url=base_url, headers=_headers(pat, suppress))
+        made.append(c)
+        return c
+
+    yield factory
+    for c in made:
+        c.close()
+
+
+@pytest.fixture
+def asgi_client(tiny: TinySim, asgi_client_for: Callable[..., httpx.Client]) -> httpx.Client:
+    return asgi_client_for(tiny.world, tiny.pat)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def async_asgi_client(tiny: TinySim) -> httpx.AsyncClient:
+    from azdo_pipeline.simulator.app import create_app
+
+    transport = httpx.ASGITransport(app=create_app(tiny.world))
+    async with httpx.AsyncClient(transport=transport, base_url="https://dev.azure.com",
+                                 headers=_headers(tiny.pat, True)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def sim_server() -> Iterator[object]:
+    from azdo_pipeline.simulator.server import SimulatorServer
+
+    sim = make_tiny()
+    server = SimulatorServer(sim.world)
+    server.pat = sim.pat  # type: ignore[attr-defined]
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
