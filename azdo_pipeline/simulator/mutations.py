@@ -1,0 +1,550 @@
+"""Scripted and random changes to a simulated organization (pure: no HTTP).
+
+`apply_ops(org, ops)` applies a list of operations by name, each through the `OrgState` / `World`
+methods, so the audit log records them as the real service would. Every op returns a result dict:
+`{"op", "ok", ...}` plus `created` / `removed` / `changed` flags and new ids; a broken rule of the
+service (cycle, read-only Entra group, unknown subject, duplicate project…) gives
+`{"ok": False, "error": <SimError.kind>, "message": …}` instead of raising. An unknown op name or a
+missing argument raises `ValueError` (a bug in the script, not a service rule).
+
+Ops (arguments):
+
+| op | arguments | audit actionId |
+|---|---|---|
+| add_member | container, member | Group.UpdateGroupMembership.Add (none if already a member) |
+| remove_member | container, member | Group.UpdateGroupMembership.Remove (none if not a member) |
+| create_group | name, project_id?, description? | Group.CreateGroups |
+| delete_group | descriptor | Group.UpdateGroups.Delete |
+| add_user | principal_name, license, source?, msdn?, display_name? | Licensing.Assigned |
+| change_license | user, license, source?, msdn? | Licensing.Modified (Assigned if none yet) |
+| remove_user | user | Licensing.Removed |
+| create_project | name, description?, visibility? | Project.CreateCompleted |
+| delete_project | id | Project.HardDeleteCompleted |
+| add_team_admin / remove_team_admin | team_id, member | none (see below) |
+| entra_add / entra_remove | group_oid, member_oid | none (Entra changes are not audited) |
+| set_last_access | user, last_accessed? (datetime, ISO string or "never"; default now) | none |
+
+Common optional keys: `actor` (storage key of the acting user; default the organization owner) and
+`at` (datetime: move the world clock forward to it first and apply the Entra changes that became
+visible — the clock never moves backwards).
+
+Subjects (`container`, `member`, `user`, `descriptor`) may be given as a descriptor, a storage key
+or a principal name (users: UPN; groups: `[Scope]\\Name`).
+
+Choices:
+- Team administrators are a team ACE, not a group membership, and the audit docs list no event for
+  them, so `add_team_admin` / `remove_team_admin` write no audit event (a sync must re-read teams).
+- `add_user` gives the new user status `pending` (as POST userentitlements does) and registers an
+  Entra user for `aad` principals; `msa` is inferred from consumer mail domains.
+- `create_project` also creates the project's "{Project} Build Service ({org})" identity in
+  Project Collection Build Service Accounts (a system change: no membership audit event).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from .state import NEVER, Identity, OrgState, SimError
+
+MSA_DOMAINS = frozenset({"outlook.com", "hotmail.com", "live.com", "gmail.com", "msn.com"})
+
+# license name -> (accountLicenseType, licensingSource, msdnLicenseType)
+LICENSES: dict[str, tuple[str, str, str]] = {
+    "express": ("express", "account", "none"),
+    "basic": ("express", "account", "none"),
+    "stakeholder": ("stakeholder", "account", "none"),
+    "advanced": ("advanced", "account", "none"),
+    "none": ("none", "none", "none"),
+    "vs_enterprise": ("advanced", "msdn", "enterprise"),
+    "vs_professional": ("professional", "msdn", "professional"),
+}
+
+
+def _license(op: dict) -> tuple[str, str, str]:
+    lic = op.get("license")
+    if lic is None:
+        raise ValueError(f"{op['op']}: 'license' is required")
+    base = LICENSES.get(lic, (lic, "account", "none"))
+    source = op.get("source", base[1])
+    msdn = op.get("msdn", base[2] if source == base[1] else ("enterprise" if source == "msdn" else "none"))
+    return base[0], source, msdn
+
+
+class _Resolver:
+    """Descriptor / storage key / principal name → descriptor.
+
+    The principal-name index is built once per `apply_ops` call, on first need, and kept up to date
+    with the subjects that call creates (lookups check the subject still exists)."""
+
+    def __init__(self, org: OrgState) -> None:
+        self.org = org
+        self._names: dict[str, str] | None = None
+
+    def names(self) -> dict[str, str]:
+        if self._names is None:
+            self._names = {i.principal_name.lower(): d for d, i in self.org.identities.items()}
+        return self._names
+
+    def remember(self, ident: Identity) -> None:
+        if self._names is not None:
+            self._names[ident.principal_name.lower()] = ident.descriptor
+
+    def by_name(self, name: str) -> str | None:
+        d = self.names().get(name.lower())
+        return d if d is not None and d in self.org.identities else None
+
+    def __call__(self, ref: Any, what: str) -> str:
+        if not isinstance(ref, str) or not ref:
+            raise ValueError(f"{what}: expected a descriptor, storage key or principal name, got {ref!r}")
+        org = self.org
+        if ref in org.identities:
+            return ref
+        d = org.by_key.get(ref)
+        if d is not None and d in org.identities:
+            return d
+        d = self.by_name(ref)
+        if d is not None:
+            return d
+        raise SimError("not_found", f"VS403325: The graph subject with descriptor '{ref}' could not be found.")
+
+    def user_key(self, ref: Any, what: str) -> str:
+        ident = self.org.get(self(ref, what))
+        if ident.subject_kind == "group":
+            raise SimError("invalid", f"{ref} is not a user.")
+        return ident.storage_key
+
+
+def _as_time(value: Any, now: datetime) -> datetime:
+    if value is None:
+        return now
+    if isinstance(value, datetime):
+        return value
+    if value == "never":
+        return NEVER
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _require(op: dict, *keys: str) -> None:
+    missing = [k for k in keys if op.get(k) in (None, "")]
+    if missing:
+        raise ValueError(f"{op.get('op')}: missing {', '.join(missing)}")
+
+
+def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) -> list[dict]:
+    """Apply `ops` in order; one result dict per op (see the module docstring)."""
+    rng = rng or random.Random(0)
+    world = org.world
+    resolve = _Resolver(org)
+    results: list[dict] = []
+    for op in ops:
+        name = op.get("op")
+        res: dict[str, Any] = {"op": name, "ok": True}
+        at = op.get("at")
+        if at is not None:
+            now = world.clock.now()
+            if at > now:
+                world.clock.advance(at - now)
+            world.settle()
+        actor = op.get("actor", org.owner_key) or None
+        try:
+            if name == "add_member":
+                _require(op, "container", "member")
+                c, m = resolve(op["container"], "container"), resolve(op["member"], "member")
+                res["created"] = org.add_membership(c, m, actor_key=actor)
+            elif name == "remove_member":
+                _require(op, "container", "member")
+                c, m = resolve(op["container"], "container"), resolve(op["member"], "member")
+                res["removed"] = org.remove_membership(c, m, actor_key=actor)
+            elif name == "create_group":
+                _require(op, "name")
+                pid = op.get("project_id")
+                if pid is not None and pid not in org.projects:
+                    raise SimError("not_found", f"TF200016: The following project does not exist: {pid}.")
+                scope = org.projects[pid].name if pid else org.name
+                if resolve.by_name(f"[{scope}]\\{op['name']}") is not None:
+                    raise SimError("conflict", f"A group named {op['name']} already exists.")
+                g = org.create_group(display_name=op["name"], description=op.get("description", ""),
+                                     project_id=pid, actor_key=actor)
+                resolve.remember(g)
+                res.update(created=True, descriptor=g.descriptor, storage_key=g.storage_key)
+            elif name == "delete_group":
+                _require(op, "descriptor")
+                d = resolve(op["descriptor"], "descriptor")
+                g = org.get(d)
+                if g.subject_type == "aadgp":
+                    # Removing an Entra group from the organization is not modelled here.
+                    raise SimError("read_only", "Microsoft Entra groups cannot be deleted in Azure DevOps.")
+                if g.role is not None or g.is_team:
+                    raise SimError("invalid", f"{g.principal_name} is a built-in group or a team.")
+                org.delete_group(d, actor_key=actor)
+                res.update(removed=True, descriptor=d)
+            elif name == "add_user":
+                _require(op, "principal_name", "license")
+                if resolve.by_name(op["principal_name"]) is not None:
+                    raise SimError("conflict", f"User {op['principal_name']} already exists in the organization.")
+                user = _add_user(org, op, actor)
+                resolve.remember(user)
+                res.update(created=True, descriptor=user.descriptor, storage_key=user.storage_key)
+            elif name == "change_license":
+                _require(op, "user", "license")
+                key = resolve.user_key(op["user"], "user")
+                lic, source, msdn = _license(op)
+                prev = org.entitlements.get(key)
+                ent = org.set_entitlement(key, lic, source, msdn, status=prev.status if prev else "active",
+                                          actor_key=actor)
+                res["changed"] = prev is None or (prev.account_license_type, prev.licensing_source) != \
+                    (ent.account_license_type, ent.licensing_source)
+                if prev is None:
+                    res["created"] = True
+            elif name == "remove_user":
+                _require(op, "user")
+                key = resolve.user_key(op["user"], "user")
+                if key == org.owner_key:
+                    raise SimError("forbidden", "The organization owner cannot be removed.")
+                org.remove_user(key, actor_key=actor)
+                res.update(removed=True, storage_key=key)
+            elif name == "create_project":
+                _require(op, "name")
+                proj = org.create_project(op["name"], description=op.get("description", ""),
+                                          visibility=op.get("visibility", "private"), actor_key=actor)
+                svc = org.add_user(kind="svc", display_name=f"{proj.name} Build Service ({org.name})",
+                                   principal_name=proj.id, svc_identifier=f"{org.id}:Build:{proj.id}")
+                pcbsa = org.org_groups.get("project_collection_build_service_accounts")
+                if pcbsa:
+                    org.add_membership(pcbsa, svc.descriptor, audit=False)
+                res.update(created=True, id=proj.id, default_team_id=proj.default_team_id,
+                           build_service=svc.descriptor)
+            elif name == "delete_project":
+                _require(op, "id")
+                org.delete_project(op["id"], actor_key=actor)
+                res.update(removed=True, id=op["id"])
+            elif name in ("add_team_admin", "remove_team_admin"):
+                _require(op, "team_id", "member")
+                team = org.teams.get(op["team_id"])
+                if team is None:
+                    raise SimError("not_found", f"The team {op['team_id']} does not exist.")
+                m = resolve(op["member"], "member")
+                if name == "add_team_admin":
+                    res["created"] = m not in team.admins
+                    team.admins.add(m)
+                else:
+                    res["removed"] = m in team.admins
+                    team.admins.discard(m)
+            elif name in ("entra_add", "entra_remove"):
+                _require(op, "group_oid", "member_oid")
+                if world.entra_objects.get(op["group_oid"]) != "group":
+                    raise SimError("not_found", f"Entra group {op['group_oid']} does not exist.")
+                if op["member_oid"] not in world.entra_objects:
+                    raise SimError("not_found", f"Entra object {op['member_oid']} does not exist.")
+                res["changed"] = world.entra_write(op["group_oid"], op["member_oid"], name == "entra_add")
+                res["visible_at"] = world.clock.now() + world.propagation_delay
+            elif name == "set_last_access":
+                _require(op, "user")
+                key = resolve.user_key(op["user"], "user")
+                ent = org.entitlements.get(key)
+                if ent is None:
+                    raise SimError("not_found", f"User {op['user']} has no entitlement.")
+                ent.last_accessed = _as_time(op.get("last_accessed"), world.clock.now())
+                res["changed"] = True
+            else:
+                raise ValueError(f"unknown op {name!r}")
+        except SimError as exc:
+            res = {"op": name, "ok": False, "error": exc.kind, "message": exc.message}
+        results.append(res)
+    return results
+
+
+def _add_user(org: OrgState, op: dict, actor: str | None) -> Identity:
+    upn: str = op["principal_name"]
+    if "@" not in upn:
+        raise SimError("invalid", f"Given email address '{upn}' is invalid.")
+    low = upn.lower()
+    domain = low.rsplit("@", 1)[1]
+    kind = op.get("kind") or ("msa" if domain in MSA_DOMAINS else "aad")
+    meta = "guest" if "#ext#" in low else "member"
+    local = upn.split("@", 1)[0].split("_", 1)[0] if meta == "guest" else upn.split("@", 1)[0]
+    display = op.get("display_name") or " ".join(p.capitalize() for p in local.split("."))
+    mail = op.get("mail", "")
+    user = org.add_user(kind=kind, display_name=display, principal_name=upn, mail=mail, meta_type=meta)
+    lic, source, msdn = _license(op)
+    org.set_entitlement(user.storage_key, lic, source, msdn, status=op.get("status", "pending"),
+                        actor_key=actor)
+    return user
+
+
+# ---- random ops ----------------------------------------------------------------------------
+
+_OP_WEIGHTS: tuple[tuple[str, float], ...] = (
+    ("add_member", 34), ("remove_member", 15), ("change_license", 9), ("add_user", 8),
+    ("remove_user", 3), ("create_group", 3), ("delete_group", 1), ("add_team_admin", 2.5),
+    ("remove_team_admin", 1.5), ("entra_add", 6), ("entra_remove", 3), ("set_last_access", 7),
+    ("create_project", 0.5), ("delete_project", 0.15),
+)
+_FIRST = ("Alex", "Sam", "Noor", "Lena", "Ravi", "Jonas", "Mina", "Tao", "Iris", "Pedro", "Zara", "Kofi")
+_LAST = ("Berg", "Costa", "Diaz", "Eriksen", "Fong", "Haddad", "Ivanova", "Juarez", "Kaur", "Lind")
+_GROUP_NAMES = ("Reviewers", "Hotfix Approvers", "Migration Squad", "Pilot Users", "Release Crew",
+                "Readers Extended", "Vendor Access", "Incident Response")
+_PROJECT_NAMES = ("Skylark", "Granite", "Juniper", "Lighthouse", "Monarch", "Sequoia", "Tundra", "Willow")
+
+
+class _Shadow:
+    """What random_ops assumes the organization looks like after the ops generated so far."""
+
+    def __init__(self, org: OrgState) -> None:
+        self.org = org
+        world = org.world
+        self.users: list[str] = []  # human users: descriptors or (for new users) principal names
+        self.user_kind: dict[str, str] = {}  # ref -> aad | msa
+        self.user_oid: dict[str, str] = {}  # ref -> Entra object id (existing aad users)
+        for d in org.user_order:
+            u = org.identities[d]
+            if u.origin in ("aad", "msa") and u.storage_key in org.entitlements:
+                self.users.append(d)
+                self.user_kind[d] = u.origin
+                if u.origin == "aad":
+                    self.user_oid[d] = u.origin_id
+        self.removed: set[str] = set()
+        self.principals = {org.identities[d].principal_name.lower() for d in org.user_order}
+        self.entra_members_oids: set[str] = set()
+        self.entra_groups: list[tuple[str, str]] = []  # (descriptor, oid)
+        for d in org.group_order:
+            g = org.identities[d]
+            if g.subject_type == "aadgp":
+                self.entra_groups.append((d, g.origin_id))
+        for _d, oid in self.entra_groups:
+            self.entra_members_oids |= world.entra_members.get(oid, set())
+        self.deleted: set[str] = set()  # group descriptors (and principal names of new groups)
+        self.project_groups: dict[str, list[str]] = {}
+        self.containers: list[str] = []  # vssgp groups that may receive members
+        self.member_groups: list[str] = []  # groups that may be nested (custom, team, aadgp)
+        self.deletable: list[str] = []
+        self.group_scope: dict[str, str | None] = {}
+        valid_users = {"project_valid_users", "project_collection_valid_users"}
+        for d in org.group_order:
+            g = org.identities[d]
+            self.group_scope[d] = g.project_id
+            if g.project_id:
+                self.project_groups.setdefault(g.project_id, []).append(d)
+            if g.subject_type == "vssgp" and g.role not in valid_users:
+                self.containers.append(d)
+            if g.role is None:
+                self.member_groups.append(d)
+                if g.subject_type == "vssgp" and not g.is_team:
+                    self.deletable.append(d)
+        self.teams = sorted(org.teams)
+        self.deleted_projects: set[str] = set()
+        self.projects = list(org.project_order)
+        self.project_names = {p.name.lower() for p in org.projects.values()}
+        self.group_names = {org.identities[d].principal_name.lower() for d in org.group_order}
+        self.added_group_edges: dict[str, set[str]] = {}
+        pca = org.org_groups.get("project_collection_administrators")
+        self.actors = sorted(d for d in org.down.get(pca, ()) if org.identities[d].subject_kind == "user"
+                             and org.identities[d].origin in ("aad", "msa")) if pca else []
+
+    def alive_group(self, d: str) -> bool:
+        return d not in self.deleted and self.group_scope.get(d) not in self.deleted_projects
+
+    def alive_user(self, ref: str) -> bool:
+        return ref not in self.removed
+
+    def reaches(self, start: str, target: str) -> bool:
+        """Would `target` be reachable down from `start` (existing edges plus those added so far)?"""
+        down, extra = self.org.down, self.added_group_edges
+        stack, seen = [start], {start}
+        while stack:
+            node = stack.pop()
+            if node == target:
+                return True
+            for nxt in (*down.get(node, ()), *extra.get(node, ())):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return False
+
+
+def _pick(rng: random.Random, items: list[str], ok: Any, tries: int = 20) -> str | None:
+    if not items:
+        return None
+    for _ in range(tries):
+        x = items[rng.randrange(len(items))]
+        if ok(x):
+            return x
+    return None
+
+
+def random_ops(org: OrgState, rng: random.Random, n: int) -> list[dict]:
+    """A realistic random mix of `n` valid ops for `apply_ops` (generated against a shadow of the org,
+    so later ops never reference subjects removed by earlier ones and never form a cycle)."""
+    sh = _Shadow(org)
+    names, weights = zip(*_OP_WEIGHTS, strict=True)
+    owner = org.by_key.get(org.owner_key, "")
+    domain = org.identities[owner].principal_name.rsplit("@", 1)[-1] if owner in org.identities \
+        else f"{org.name.lower()}.com"
+    ops: list[dict] = []
+    while len(ops) < n:
+        kind = rng.choices(names, weights)[0]
+        op = _random_op(kind, sh, rng, domain)
+        if op is None:
+            continue
+        batch = [op]
+        if kind == "add_user":
+            # A new user is given project access right away (as the "Add users" dialog does).
+            container = _pick(rng, sh.containers, lambda g: sh.alive_group(g) and sh.group_scope.get(g))
+            if container is not None:
+                batch.append({"op": "add_member", "container": container, "member": op["principal_name"]})
+        actor = None
+        if sh.actors and rng.random() < 0.9:
+            actor_d = rng.choice(sh.actors)
+            if actor_d not in sh.removed:
+                actor = org.identities[actor_d].storage_key
+        for o in batch:
+            if actor:
+                o["actor"] = actor
+            ops.append(o)
+    return ops[:n]
+
+
+def _random_op(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+    org = sh.org
+    if kind == "add_member":
+        container = _pick(rng, sh.containers, sh.alive_group)
+        if container is None:
+            return None
+        if rng.random() < 0.85 or not sh.member_groups:
+            member = _pick(rng, sh.users, sh.alive_user)
+            if member is None:
+                return None
+        else:
+            # Groups are nested into built-in groups only, which keeps nesting shallow (~5 levels).
+            target = org.identities.get(container)
+            if target is None or target.role is None:
+                return None
+            member = _pick(rng, sh.member_groups, lambda g: sh.alive_group(g) and g != container)
+            if member is None or sh.reaches(member, container):
+                return None
+            sh.added_group_edges.setdefault(container, set()).add(member)
+        return {"op": "add_member", "container": container, "member": member}
+    if kind == "remove_member":
+        user = _pick(rng, sh.users, lambda u: sh.alive_user(u) and u in org.identities)
+        if user is None:
+            return None
+        ups = sorted(c for c in org.up.get(user, ()) if sh.alive_group(c)
+                     and org.identities[c].subject_type == "vssgp")
+        if not ups:
+            return None
+        return {"op": "remove_member", "container": rng.choice(ups), "member": user}
+    if kind == "change_license":
+        user = _pick(rng, sh.users, sh.alive_user)
+        if user is None:
+            return None
+        return {"op": "change_license", "user": user,
+                "license": rng.choices(("express", "stakeholder", "vs_enterprise", "advanced", "none"),
+                                       (5, 3, 2, 1, 1))[0]}
+    if kind == "add_user":
+        for _ in range(10):
+            first, last = rng.choice(_FIRST), rng.choice(_LAST)
+            r = rng.random()
+            if r < 0.8:
+                upn = f"{first}.{last}{rng.randrange(1000)}@{domain}".lower()
+                kind_ = "aad"
+            elif r < 0.9:
+                upn = f"{first}.{last}{rng.randrange(1000)}_partner.example#EXT#@{domain}".lower()
+                kind_ = "aad"
+            else:
+                upn = f"{first}.{last}{rng.randrange(1000)}@outlook.com".lower()
+                kind_ = "msa"
+            if upn not in sh.principals:
+                sh.principals.add(upn)
+                sh.users.append(upn)
+                sh.user_kind[upn] = kind_
+                return {"op": "add_user", "principal_name": upn, "display_name": f"{first} {last}",
+                        "license": rng.choices(("express", "stakeholder", "vs_enterprise"), (7, 2, 1))[0]}
+        return None
+    if kind == "remove_user":
+        # Only users outside Entra groups: an Entra group would keep them in the organization.
+        user = _pick(rng, sh.users, lambda u: sh.alive_user(u) and u in org.identities
+                     and org.identities[u].storage_key != org.owner_key and u not in sh.actors
+                     and sh.user_oid.get(u) not in sh.entra_members_oids)
+        if user is None:
+            return None
+        sh.removed.add(user)
+        return {"op": "remove_user", "user": user}
+    if kind == "create_group":
+        live = [p for p in sh.projects if p not in sh.deleted_projects]
+        pid = rng.choice(live) if live and rng.random() < 0.8 else None
+        scope = org.projects[pid].name if pid else org.name
+        for _ in range(5):
+            name = f"{rng.choice(_GROUP_NAMES)} {rng.randrange(100)}"
+            principal = f"[{scope}]\\{name}"
+            if principal.lower() not in sh.group_names:
+                sh.group_names.add(principal.lower())
+                # New groups can receive members later in the same script (by principal name).
+                sh.containers.append(principal)
+                sh.group_scope[principal] = pid
+                return {"op": "create_group", "name": name, "project_id": pid,
+                        "description": f"{name} (created by script)."}
+        return None
+    if kind == "delete_group":
+        g = _pick(rng, sh.deletable, sh.alive_group)
+        if g is None:
+            return None
+        sh.deleted.add(g)
+        return {"op": "delete_group", "descriptor": g}
+    if kind in ("add_team_admin", "remove_team_admin"):
+        team_id = _pick(rng, sh.teams, lambda t: org.teams[t].project_id not in sh.deleted_projects
+                        and org.teams[t].group_descriptor not in sh.deleted)
+        if team_id is None:
+            return None
+        if kind == "add_team_admin":
+            member = _pick(rng, sh.users, sh.alive_user)
+        else:
+            admins = sorted(a for a in org.teams[team_id].admins if a not in sh.removed)
+            member = rng.choice(admins) if admins else None
+        if member is None:
+            return None
+        return {"op": kind, "team_id": team_id, "member": member}
+    if kind in ("entra_add", "entra_remove"):
+        if not sh.entra_groups:
+            return None
+        _gd, oid = sh.entra_groups[rng.randrange(len(sh.entra_groups))]
+        if kind == "entra_add":
+            user = _pick(rng, sh.users, lambda u: sh.alive_user(u) and u in sh.user_oid)
+            if user is None:
+                return None
+            sh.entra_members_oids.add(sh.user_oid[user])
+            return {"op": "entra_add", "group_oid": oid, "member_oid": sh.user_oid[user]}
+        members = sorted(org.world.entra_members.get(oid, ()))
+        if not members:
+            return None
+        return {"op": "entra_remove", "group_oid": oid, "member_oid": rng.choice(members)}
+    if kind == "set_last_access":
+        user = _pick(rng, sh.users, sh.alive_user)
+        return None if user is None else {"op": "set_last_access", "user": user}
+    if kind == "create_project":
+        for _ in range(5):
+            name = f"{rng.choice(_PROJECT_NAMES)}-{rng.randrange(1000)}"
+            if name.lower() not in sh.project_names:
+                sh.project_names.add(name.lower())
+                return {"op": "create_project", "name": name, "description": "Created by script."}
+        return None
+    if kind == "delete_project":
+        live = [p for p in sh.projects if p not in sh.deleted_projects]
+        if len(live) <= 2 or len(sh.deleted_projects) >= max(1, len(sh.projects) // 20):
+            return None
+        pid = rng.choice(live)
+        sh.deleted_projects.add(pid)
+        return {"op": "delete_project", "id": pid}
+    raise ValueError(kind)
+
+
+def edges(org: OrgState) -> Iterable[tuple[str, str]]:
+    """All direct (container, member) edges."""
+    for c, ms in org.down.items():
+        for m in ms:
+            yield c, m
+
+
+__all__ = ["LICENSES", "apply_ops", "edges", "random_ops"]
