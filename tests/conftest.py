@@ -8,10 +8,10 @@ Simulator fixtures (azdo_pipeline.simulator):
   Function-scoped: mutate it freely.
 - `tiny_world` → the `World` of `tiny`; `tiny_org` → its `OrgState`; `tiny_pat` → the PAT string.
 - `basic_auth(pat)` (plain function, also the `basic_auth` fixture) → `"Basic base64(':' + pat)"`.
-- `asgi_client` → a `starlette.testclient.TestClient` (an `httpx.Client`) into
-  `create_app(tiny_world)`, base_url `https://dev.azure.com`, sending the owner's Basic auth header and
-  `X-TFS-FedAuthRedirect: Suppress`. Use full URLs for other hosts, e.g.
-  `asgi_client.get("https://vssps.dev.azure.com/fabrikam/_apis/graph/users?api-version=7.1-preview.1")`.
+- `asgi_client` → a sync `httpx.Client` over `server.InProcessTransport` into
+  `create_app(tiny_world)` (client address 127.0.0.1), base_url `https://dev.azure.com`, sending
+  the owner's Basic auth header and `X-TFS-FedAuthRedirect: Suppress`. Use full URLs for other hosts, e.g.
+  `asgi_client.get("https://vssps.dev.azure.com/fabrikam/_apis/graph/users")`.
 - `asgi_client_for(world, pat=None, base_url=..., suppress=True)` (fixture returning a factory) →
   the same for another world / token; clients are closed at teardown.
 - `async_asgi_client` → an `httpx.AsyncClient` over `httpx.ASGITransport` with the same settings
@@ -131,15 +131,13 @@ def _headers(pat: str | None, suppress: bool) -> dict[str, str]:
 
 @pytest.fixture
 def asgi_client_for() -> Iterator[Callable[..., httpx.Client]]:
-    from starlette.testclient import TestClient
+    from azdo_pipeline.simulator.server import in_process_client
 
-    from azdo_pipeline.simulator.app import create_app
-
-    made: list[TestClient] = []
+    made: list[httpx.Client] = []
 
     def factory(world: World, pat: str | None = None, base_url: str = "https://dev.azure.com",
                 suppress: bool = True) -> httpx.Client:
-        c = TestClient(create_app(world), base_url=base_url, headers=_headers(pat, suppress))
+        c = in_process_client(world, base_url=base_url, headers=_headers(pat, suppress))
         made.append(c)
         return c
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import httpx
 import uvicorn
 
 from .state import World
@@ -36,6 +37,44 @@ class _DropFilter(logging.Filter):
 
 
 _drop_filter = _DropFilter()
+
+
+class InProcessTransport(httpx.BaseTransport):
+    """A synchronous httpx transport into an ASGI app (no sockets), for sync tests and tools.
+
+    httpx only ships an async ASGI transport; this one runs it on an anyio blocking portal (a private
+    event loop thread). Client address 127.0.0.1, so the loopback-only admin API answers.
+    """
+
+    def __init__(self, app: Any) -> None:
+        import anyio.from_thread
+
+        self._inner = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+        self._portal_cm = anyio.from_thread.start_blocking_portal()
+        self._portal = self._portal_cm.__enter__()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+
+        async def run() -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+            inner = httpx.Request(request.method, request.url, headers=request.headers, content=body,
+                                  extensions=request.extensions)
+            resp = await self._inner.handle_async_request(inner)
+            data = b"".join([chunk async for chunk in resp.stream])  # type: ignore[union-attr]
+            return resp.status_code, resp.headers.raw, data
+
+        status, headers, data = self._portal.call(run)
+        return httpx.Response(status, headers=headers, content=data, request=request)
+
+    def close(self) -> None:
+        self._portal_cm.__exit__(None, None, None)
+
+
+def in_process_client(world: World, **kwargs: Any) -> httpx.Client:
+    """A sync `httpx.Client` into `create_app(world)` (kwargs go to httpx.Client, e.g. base_url)."""
+    from .app import create_app
+
+    return httpx.Client(transport=InProcessTransport(create_app(world)), **kwargs)
 
 
 class SimulatorServer:
