@@ -71,7 +71,7 @@ SIZES: dict[str, SizeSpec] = {
                       custom_groups_per_project=1.2, extra_teams_per_project=1.5, projects_per_user=6.0,
                       admins=12, audit_events=3_000),
     "xl": SizeSpec(users=100_000, projects=3_000, service_principals=200, entra_groups=400, org_groups=150,
-                   custom_groups_per_project=1.2, extra_teams_per_project=1.2, projects_per_user=7.0,
+                   custom_groups_per_project=1.2, extra_teams_per_project=1.2, projects_per_user=8.5,
                    admins=20, audit_events=5_000),
 }
 
@@ -219,7 +219,10 @@ class _Builder:
         for i in range(spec.users):
             first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
             handle = self.unique_handle(first, last)
-            roll = rng.random() if i else 0.0  # the owner is an Entra member
+            roll = rng.random()
+            # Fixed kinds for the first users so even `tiny` has every kind: owner (Entra member),
+            # a guest, a Microsoft account.
+            roll = {0: 0.0, 1: 0.85, 2: 0.95}.get(i, roll)
             display = f"{first} {last}"
             if roll < 0.80:
                 user = org.add_user(kind="aad", display_name=display,
@@ -383,6 +386,12 @@ class _Builder:
                         self.entra_link(self.entra[int(entra_pick.pick(rng))], user)
                     if r < 0.08:
                         entra_only.add(user.descriptor)
+            # At least one member and one user who is in the organization only through that group.
+            last = self.aad_users[-1]
+            if len(self.aad_users) >= 3 and last.descriptor not in entra_only:
+                self.entra_link(self.entra[0], self.aad_users[1])
+                self.entra_link(self.entra[0], last)
+                entra_only.add(last.descriptor)
         for user in self.humans:
             if user.descriptor in entra_only:
                 continue
@@ -468,7 +477,11 @@ class _Builder:
             created = self.org_created + timedelta(minutes=5) if i == 0 else \
                 _between(rng, self.org_created, self.history_start, skew=1.4)
             user.created = created
-            r = rng.random() if i else 0.0
+            r, s, a = rng.random(), rng.random(), rng.random()
+            # Fixed (licence, status, last access) rolls for the first users so `tiny` shows each case:
+            # owner Basic/active/recent, stakeholder stale, VS subscriber, pending, disabled, none.
+            r, s, a = {0: (0.0, 0.0, 0.0), 1: (0.75, 0.0, 0.85), 2: (0.85, 0.0, 0.5),
+                       3: (0.0, 0.93, 0.0), 4: (0.0, 0.99, 0.7), 5: (0.98, 0.0, 0.94)}.get(i, (r, s, a))
             if r < 0.70:
                 lic = ("express", "account", "none")
             elif r < 0.84:
@@ -481,11 +494,9 @@ class _Builder:
                 lic = ("advanced", "account", "none")
             else:
                 lic = ("none", "none", "none")
-            s = rng.random() if i else 0.0
             status = "active" if s < 0.90 else ("pending" if s < 0.96 else "disabled")
             ent = org.set_entitlement(user.storage_key, lic[0], lic[1], lic[2], status=status, audit=False)
             ent.date_created = created
-            a = rng.random() if i else 0.0
             if status == "pending" or a > 0.93:
                 ent.last_accessed = NEVER
             elif a < 0.65:  # recent (within 30 days of the anchor)

@@ -43,7 +43,7 @@ Choices:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -248,6 +248,8 @@ def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) 
                 if ent is None:
                     raise SimError("not_found", f"User {op['user']} has no entitlement.")
                 ent.last_accessed = _as_time(op.get("last_accessed"), world.clock.now())
+                if ent.status == "pending" and ent.last_accessed != NEVER:
+                    ent.status = "active"  # a pending user becomes active on first sign-in
                 res["changed"] = True
             else:
                 raise ValueError(f"unknown op {name!r}")
@@ -422,7 +424,9 @@ def _random_op(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict 
             target = org.identities.get(container)
             if target is None or target.role is None:
                 return None
-            member = _pick(rng, sh.member_groups, lambda g: sh.alive_group(g) and g != container)
+            # Same project or organization-wide groups only (cross-project nesting is unusual).
+            member = _pick(rng, sh.member_groups, lambda g: sh.alive_group(g) and g != container
+                           and sh.group_scope.get(g) in (None, target.project_id))
             if member is None or sh.reaches(member, container):
                 return None
             sh.added_group_edges.setdefault(container, set()).add(member)
@@ -547,4 +551,68 @@ def edges(org: OrgState) -> Iterable[tuple[str, str]]:
             yield c, m
 
 
-__all__ = ["LICENSES", "apply_ops", "edges", "random_ops"]
+def check_invariants(org: OrgState) -> list[str]:
+    """Problems with the organization's internal consistency (empty when all rules hold):
+    up/down indexes mirror each other, every edge's ends exist and containers are groups, no cycles,
+    entitlements only for existing users, orders/indexes match the identities, teams and their
+    admins exist, and (with no Entra change pending) each Entra group's ADO members are its Entra
+    members that exist in the organization."""
+    problems: list[str] = []
+    ids = org.identities
+    for c, ms in org.down.items():
+        for m in ms:
+            if c not in ids or m not in ids:
+                problems.append(f"edge {c} -> {m}: end missing")
+            elif not ids[c].is_group:
+                problems.append(f"edge {c} -> {m}: container is not a group")
+            if c not in org.up.get(m, ()):
+                problems.append(f"edge {c} -> {m}: missing from up index")
+    for m, cs in org.up.items():
+        for c in cs:
+            if m not in org.down.get(c, ()):
+                problems.append(f"up edge {m} -> {c}: missing from down index")
+    # Cycle check: iterative DFS with colours over the down graph.
+    colour: dict[str, int] = {}
+    for root in sorted(org.down):
+        if colour.get(root):
+            continue
+        stack: list[tuple[str, Iterator[str]]] = [(root, iter(sorted(org.down.get(root, ()))))]
+        colour[root] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                colour[node] = 2
+                stack.pop()
+            elif colour.get(nxt) == 1:
+                problems.append(f"cycle through {nxt}")
+            elif not colour.get(nxt):
+                colour[nxt] = 1
+                stack.append((nxt, iter(sorted(org.down.get(nxt, ())))))
+    for key in org.entitlements:
+        u = org.by_storage_key(key)
+        if u is None or u.is_group:
+            problems.append(f"entitlement for missing user {key}")
+    orders = [*org.user_order, *org.group_order, *org.sp_order]
+    if len(orders) != len(ids) or set(orders) != set(ids):
+        problems.append("user/group/service principal orders do not match the identities")
+    for d, i in ids.items():
+        if org.by_key.get(i.storage_key) != d:
+            problems.append(f"by_key does not point at {d}")
+    for t in org.teams.values():
+        if t.group_descriptor not in ids or t.project_id not in org.projects:
+            problems.append(f"team {t.id} refers to a missing group or project")
+        problems.extend(f"team {t.id} admin {a} missing" for a in t.admins if a not in ids)
+    pending = {p.group_oid for p in org.world.pending_entra}
+    for d in org.group_order:
+        g = ids[d]
+        if g.subject_type != "aadgp" or g.origin_id in pending:
+            continue
+        ado = {ids[m].origin_id for m in org.down.get(d, ()) if m in ids}
+        entra = {oid for oid in org.world.entra_members.get(g.origin_id, ()) if oid in org.by_origin_id}
+        if ado != entra:
+            problems.append(f"Entra group {g.display_name}: ADO and Entra members differ")
+    return problems
+
+
+__all__ = ["LICENSES", "apply_ops", "check_invariants", "edges", "random_ops"]
