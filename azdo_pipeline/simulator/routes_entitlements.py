@@ -157,13 +157,13 @@ def _token_mac(org: OrgState, offset: int, query: str) -> bytes:
 
 
 def make_token(org: OrgState, offset: int, query: str, round_trip: int) -> str:
-    # 4 + 6 + 4 = 14 bytes -> 20 base64 chars ending in "==", like a Cosmos RID; '-' replaces '/'
-    rid = offset.to_bytes(4, "big") + _token_mac(org, offset, query) + b"\x00\x00\x00\x00"
+    # 4 + 6 + 6 = 16 bytes -> 24 base64 chars ending in "==", like a Cosmos RID; '-' replaces '/'
+    rid = offset.to_bytes(4, "big") + _token_mac(org, offset, query) + bytes(6)
     b64 = base64.b64encode(rid, altchars=b"+-").decode()
     return f"+RID:~{b64}#RT:{round_trip}#TRC:{offset}#ISV:2#IEO:65551#QCF:8"
 
 
-_TOKEN_RE = re.compile(r"^\+RID:~([A-Za-z0-9+\-]{18}==)#RT:(\d+)#TRC:(\d+)#ISV:2#IEO:65551#QCF:8$")
+_TOKEN_RE = re.compile(r"^\+RID:~([A-Za-z0-9+\-]{22}==)#RT:(\d+)#TRC:(\d+)#ISV:2#IEO:65551#QCF:8$")
 
 
 def parse_token(org: OrgState, token: str, query: str) -> tuple[int, int]:
