@@ -55,7 +55,9 @@ def build_contract_world(seed: int = 11) -> ContractWorld:
     guest = org.add_user(kind="aad", display_name="Jamal Hartnett", principal_name="jamal@partner.example",
                          meta_type="guest")
     msa = org.add_user(kind="msa", display_name="Chuck Reinhart", principal_name="chuck@outlook.com")
-    svc = org.add_user(kind="svc", display_name=f"Project Collection Build Service ({ORG})", principal_name="")
+    # as the generator does: principalName = the scope id (a GUID, like GetAllUsers.json)
+    svc = org.add_user(kind="svc", display_name=f"Project Collection Build Service ({ORG})",
+                       principal_name=org.id, svc_identifier=f"{org.id}:Build:{org.id}")
     sp = org.add_service_principal(display_name="deploy-bot")
     now = world.clock.now()
     org.set_entitlement(owner.storage_key, "express", last_accessed=now - timedelta(days=1))

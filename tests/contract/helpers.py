@@ -1,0 +1,40 @@
+"""Shared checks of the route contract tests: schema validation + shape comparison in one call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from . import shape, spec
+
+DEVIATIONS = "docs/spec-deviations.md"
+
+
+def contract_errors(area: str, operation_id: str, body: Any, *, maps: Iterable[str] = (),
+                    opaque: Iterable[str] = (), allow_extra: Mapping[str, str] | None = None,
+                    allow_missing: Mapping[str, str] | None = None,
+                    allow_null: Mapping[str, str] | None = None,
+                    allow_undeclared: Iterable[str] = (), example_bodies: list[Any] | None = None) -> list[str]:
+    """Schema errors (strict) plus shape differences from the operation's official examples.
+
+    example_bodies: use these instead of the operation's examples (e.g. the audit example's `value`,
+    D1). Every allow_* entry is path -> reason and the reason must cite docs/spec-deviations.md.
+    """
+    for reasons in (allow_extra, allow_missing, allow_null):
+        for path, why in (reasons or {}).items():
+            assert DEVIATIONS in why or "behaviour doc" in why, f"allowance {path} must cite its source"
+    errors = ["schema " + e for e in spec.validate(area, operation_id, body, allow_undeclared=allow_undeclared)]
+    bodies = example_bodies if example_bodies is not None else \
+        [ex.body for ex in spec.examples_for(area, operation_id)]
+    if bodies:
+        maps = set(maps)
+        expected = shape.shape_of(*bodies, maps=maps, opaque=opaque)
+        errors += ["shape " + e for e in shape.compare(expected, body, allow_extra=allow_extra,
+                                                        allow_missing=allow_missing, allow_null=allow_null,
+                                                        maps=maps)]
+    return errors
+
+
+def assert_contract(area: str, operation_id: str, body: Any, **kwargs: Any) -> None:
+    errors = contract_errors(area, operation_id, body, **kwargs)
+    assert not errors, f"{area} {operation_id}:\n  " + "\n  ".join(errors[:60])
