@@ -1,0 +1,410 @@
+"""Credentials for Azure DevOps (PAT, OAuth through msal) and Microsoft Graph (client credentials).
+
+- `PatCredential`: HTTP Basic with an empty user name (reference §7).
+- `OAuthCredential`: a person logs in once (`login()`: authorization-code flow with a loopback
+  redirect listener, or device code on headless machines); the msal token cache is kept in a
+  file with mode 0600 outside the repository (default `~/.azdo-pipeline/<org>.msal.json`), and
+  later runs refresh silently through the cached refresh token, writing the cache back when msal
+  changed it.
+- `GraphAppCredential`: an application token (client credentials) for Microsoft Graph
+  (`{graph_host}/.default`), used for Entra group provisioning.
+
+msal refuses http authorities, so the authority host is always https (the simulator serves TLS on
+loopback); a CA bundle, when set, applies to msal too (`requests.Session(verify=ca_bundle)`,
+`trust_env=False` so REQUESTS_CA_BUNDLE cannot override it). Secrets never appear in repr/str,
+and every token msal hands back is registered with the redactor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import http.server
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import webbrowser
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .client.errors import AuthenticationError, ConfigurationError
+from .client.secrets import Secret, redact, register_secret
+
+log = logging.getLogger("azdo_pipeline.auth")
+
+AZURE_DEVOPS_RESOURCE = "499b84ac-1321-427f-aa17-267ca6975798"
+AZURE_DEVOPS_SCOPE = f"{AZURE_DEVOPS_RESOURCE}/user_impersonation"
+DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
+DEFAULT_GRAPH_HOST = "https://graph.microsoft.com"
+REFRESH_MARGIN = 300.0  # seconds before expiry at which a cached access token is renewed
+
+
+def default_token_cache(org: str) -> Path:
+    return Path.home() / ".azdo-pipeline" / f"{org}.msal.json"
+
+
+# ---- PAT ------------------------------------------------------------------------------
+class PatCredential:
+    """A personal access token, sent as HTTP Basic with an empty user name."""
+
+    def __init__(self, pat: str | Secret) -> None:
+        secret = pat if isinstance(pat, Secret) else Secret(pat.strip())
+        if not secret.reveal():
+            raise ConfigurationError("the personal access token is empty")
+        self._pat = secret
+        self._header = Secret("Basic " + base64.b64encode(f":{secret.reveal()}".encode()).decode())
+
+    @classmethod
+    def from_env(cls, env_var: str, environ: Mapping[str, str] | None = None) -> PatCredential:
+        env = os.environ if environ is None else environ
+        value = env.get(env_var, "")
+        if not value.strip():
+            raise ConfigurationError(f"environment variable {env_var} (auth.pat_env) is not set; "
+                                     "export the personal access token in it")
+        return cls(value)
+
+    async def auth_header(self) -> str:
+        return self._header.reveal()
+
+    async def on_unauthorized(self) -> bool:
+        return False  # a PAT cannot be refreshed
+
+    def __repr__(self) -> str:
+        return "PatCredential(pat='***')"
+
+    __str__ = __repr__
+
+
+# ---- OAuth settings and msal wiring ---------------------------------------------------------
+@dataclass(frozen=True)
+class OAuthSettings:
+    tenant_id: str
+    client_id: str
+    client_secret: Secret | None = field(default=None, repr=False)
+    authority_host: str = DEFAULT_AUTHORITY_HOST
+    graph_host: str = DEFAULT_GRAPH_HOST
+    token_cache: Path | None = None  # None: ~/.azdo-pipeline/<org>.msal.json
+    ca_bundle: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("authority_host", "graph_host"):
+            value = getattr(self, name)
+            if urlsplit(value).scheme != "https":
+                raise ConfigurationError(f"auth.{name} must be an https URL (msal refuses anything else); "
+                                         f"got {value!r}")
+
+    @property
+    def authority(self) -> str:
+        return f"{self.authority_host.rstrip('/')}/{self.tenant_id}"
+
+
+def _is_well_known(host_url: str) -> bool:
+    from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
+
+    return (urlsplit(host_url).hostname or "") in WELL_KNOWN_AUTHORITY_HOSTS
+
+
+def _http_client(ca_bundle: str | None) -> Any:
+    import requests
+
+    session = requests.Session()
+    if ca_bundle:
+        # msal's own verify= loses to REQUESTS_CA_BUNDLE; an explicit session does not.
+        session.trust_env = False
+        session.verify = ca_bundle
+    return session
+
+
+def build_msal_app(settings: OAuthSettings, *, cache: Any = None, public: bool | None = None) -> Any:
+    """A msal app for `settings` (confidential when a secret is set, unless public=True).
+
+    Note: the constructor fetches the authority's openid-configuration (network I/O).
+    """
+    import msal
+
+    kwargs: dict[str, Any] = {"authority": settings.authority, "token_cache": cache,
+                              "http_client": _http_client(settings.ca_bundle)}
+    if not _is_well_known(settings.authority_host):
+        kwargs["instance_discovery"] = False  # otherwise msal asks login.microsoftonline.com about it
+    use_public = (settings.client_secret is None) if public is None else public
+    try:
+        if use_public:
+            return msal.PublicClientApplication(settings.client_id, **kwargs)
+        if settings.client_secret is None:
+            raise ConfigurationError("auth.client_secret_env must name a variable holding the client secret")
+        return msal.ConfidentialClientApplication(settings.client_id,
+                                                  client_credential=settings.client_secret.reveal(),
+                                                  azure_region=False, **kwargs)
+    except ValueError as exc:  # msal: bad authority, unknown tenant, unreachable discovery
+        raise AuthenticationError(f"cannot use the Entra authority {settings.authority}: {exc}") from None
+
+
+def _check_result(result: Any, what: str) -> dict:
+    if not isinstance(result, dict) or "access_token" not in result:
+        err = result.get("error", "") if isinstance(result, dict) else ""
+        desc = result.get("error_description", "") if isinstance(result, dict) else ""
+        hint = ""
+        if isinstance(result, dict) and ("AADSTS65001" in desc or result.get("suberror") == "consent_required"):
+            hint = " (consent is missing: an administrator must grant the app its permissions)"
+        raise AuthenticationError(f"{what} failed: {err} {desc.splitlines()[0] if desc else ''}{hint}".strip())
+    register_secret(result.get("access_token"))
+    register_secret(result.get("refresh_token"))
+    register_secret(result.get("id_token"))
+    return result
+
+
+# ---- token cache file ------------------------------------------------------------------
+class TokenCacheFile:
+    """A msal SerializableTokenCache persisted in a 0600 file (directory 0700)."""
+
+    def __init__(self, path: Path) -> None:
+        import msal
+
+        self.path = Path(path).expanduser()
+        self.cache = msal.SerializableTokenCache()
+        self._lock = threading.Lock()
+        if self.path.exists():
+            self._check_mode()
+            self.cache.deserialize(self.path.read_text(encoding="utf-8"))
+            self._register_secrets()
+
+    def _check_mode(self) -> None:
+        mode = self.path.stat().st_mode & 0o777
+        if mode & 0o077:
+            log.warning("token cache %s had mode %o; tightening to 0600", self.path, mode)
+            os.chmod(self.path, 0o600)
+
+    def _register_secrets(self) -> None:
+        with contextlib.suppress(Exception):
+            data = json.loads(self.cache.serialize())
+            for section in ("AccessToken", "RefreshToken", "IdToken"):
+                for entry in (data.get(section) or {}).values():
+                    register_secret(entry.get("secret"))
+
+    def save(self, *, force: bool = False) -> None:
+        with self._lock:
+            if not (force or self.cache.has_state_changed):
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd, tmp = tempfile.mkstemp(prefix=".msal-", dir=self.path.parent)
+            try:
+                os.fchmod(fd, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(self.cache.serialize())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+            self.cache.has_state_changed = False
+
+    def __repr__(self) -> str:
+        return f"TokenCacheFile({str(self.path)!r})"
+
+
+# ---- OAuth credential --------------------------------------------------------------------
+class OAuthCredential:
+    """Delegated Azure DevOps token from a cached login, refreshed silently."""
+
+    def __init__(self, settings: OAuthSettings, org: str, *,
+                 app_factory: Callable[..., Any] = build_msal_app) -> None:
+        self.settings = settings
+        self.org = org
+        self.cache_file = TokenCacheFile(settings.token_cache or default_token_cache(org))
+        self._factory = app_factory
+        self._apps: dict[bool, Any] = {}
+        self._token: Secret | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return (f"OAuthCredential(org={self.org!r}, tenant_id={self.settings.tenant_id!r}, "
+                f"client_id={self.settings.client_id!r}, token_cache={str(self.cache_file.path)!r})")
+
+    __str__ = __repr__
+
+    def _app(self, public: bool) -> Any:
+        if public not in self._apps:
+            self._apps[public] = self._factory(self.settings, cache=self.cache_file.cache, public=public)
+        return self._apps[public]
+
+    def _silent(self, force_refresh: bool) -> dict:
+        # Logged in with a secret (auth code) -> confidential app; device code -> public app.
+        kinds = [False, True] if self.settings.client_secret is not None else [True]
+        last: Any = None
+        for public in kinds:
+            app = self._app(public)
+            accounts = app.get_accounts()
+            if not accounts:
+                continue
+            last = app.acquire_token_silent([AZURE_DEVOPS_SCOPE], account=accounts[0],
+                                            force_refresh=force_refresh)
+            if isinstance(last, dict) and "access_token" in last:
+                self.cache_file.save()
+                return _check_result(last, "silent token refresh")
+        self.cache_file.save()
+        if isinstance(last, dict) and last.get("error"):
+            _check_result(last, f"refreshing the Azure DevOps token for {self.org}")
+        raise AuthenticationError(
+            f"no usable login for organization {self.org!r} in {self.cache_file.path}; "
+            f"run `azdo-pipeline login --org {self.org}` (add --device-code on a headless machine)")
+
+    async def _renew(self, force_refresh: bool) -> None:
+        result = await asyncio.to_thread(self._silent, force_refresh)
+        self._token = Secret(result["access_token"])
+        self._expires_at = time.time() + float(result.get("expires_in") or 3599)
+
+    async def auth_header(self) -> str:
+        async with self._lock:
+            if self._token is None or time.time() > self._expires_at - REFRESH_MARGIN:
+                await self._renew(force_refresh=False)
+            assert self._token is not None
+            return f"Bearer {self._token.reveal()}"
+
+    async def on_unauthorized(self) -> bool:
+        """Force a refresh through the refresh token; True when a new token came back."""
+        async with self._lock:
+            old = self._token
+            try:
+                await self._renew(force_refresh=True)
+            except AuthenticationError as exc:
+                log.warning("token refresh after 401 failed: %s", exc)
+                return False
+            return self._token != old
+
+
+class GraphAppCredential:
+    """Application token (client credentials) for Microsoft Graph: scope `{graph_host}/.default`."""
+
+    def __init__(self, settings: OAuthSettings, *, app_factory: Callable[..., Any] = build_msal_app) -> None:
+        if settings.client_secret is None:
+            raise ConfigurationError("Entra group provisioning needs auth.client_secret_env (client credentials)")
+        self.settings = settings
+        self._factory = app_factory
+        self._app: Any = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"GraphAppCredential(client_id={self.settings.client_id!r}, graph_host={self.settings.graph_host!r})"
+
+    __str__ = __repr__
+
+    def _acquire(self) -> dict:
+        if self._app is None:
+            self._app = self._factory(self.settings, cache=None, public=False)
+        result = self._app.acquire_token_for_client(scopes=[f"{self.settings.graph_host.rstrip('/')}/.default"])
+        return _check_result(result, "client-credentials token for Microsoft Graph")
+
+    async def auth_header(self) -> str:
+        async with self._lock:  # msal caches the app token until it nears expiry
+            result = await asyncio.to_thread(self._acquire)
+        return f"Bearer {result['access_token']}"
+
+    async def on_unauthorized(self) -> bool:
+        return False
+
+
+# ---- login (once, interactively) ----------------------------------------------------------
+class _RedirectHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        query = parse_qs(urlsplit(self.path).query)
+        if "code" in query or "error" in query:
+            self.server.auth_response = {k: v[0] for k, v in query.items()}  # type: ignore[attr-defined]
+            body = b"<html><body>Signed in. You can close this window.</body></html>"
+        else:
+            body = b"<html><body>Waiting for the sign-in redirect.</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # the query string holds the code
+        return
+
+
+def login(settings: OAuthSettings, org: str, *, device_code: bool = False,
+          open_url: Callable[[str], Any] | None = None, say: Callable[[str], Any] = print,
+          port: int = 0, timeout: float = 300.0,
+          app_factory: Callable[..., Any] = build_msal_app) -> Path:
+    """Log in once for `org` and store the msal token cache; returns the cache path.
+
+    Authorization code (default): listens on 127.0.0.1 for the redirect, opens (and prints) the
+    sign-in URL. device_code=True prints a code to enter on another machine instead.
+    """
+    cache_file = TokenCacheFile(settings.token_cache or default_token_cache(org))
+    if device_code:
+        app = app_factory(settings, cache=cache_file.cache, public=True)
+        flow = app.initiate_device_flow(scopes=[AZURE_DEVOPS_SCOPE])
+        if "user_code" not in flow:
+            raise AuthenticationError(f"device-code login could not start: {flow.get('error_description', flow)}")
+        say(flow.get("message") or f"Go to {flow.get('verification_uri')} and enter {flow['user_code']}")
+        flow["expires_at"] = min(float(flow.get("expires_at") or time.time() + timeout), time.time() + timeout)
+        result = app.acquire_token_by_device_flow(flow)
+    else:
+        app = app_factory(settings, cache=cache_file.cache)
+        server = http.server.HTTPServer(("127.0.0.1", port), _RedirectHandler)
+        server.auth_response = None  # type: ignore[attr-defined]
+        server.timeout = 1.0
+        redirect_uri = f"http://localhost:{server.server_address[1]}/"
+        try:
+            flow = app.initiate_auth_code_flow([AZURE_DEVOPS_SCOPE], redirect_uri=redirect_uri)
+            say(f"Sign in to Azure DevOps ({org}) in your browser:\n{flow['auth_uri']}")
+            opener = open_url or webbrowser.open
+            threading.Thread(target=opener, args=(flow["auth_uri"],), daemon=True).start()
+            deadline = time.monotonic() + timeout
+            while server.auth_response is None and time.monotonic() < deadline:  # type: ignore[attr-defined]
+                server.handle_request()
+            response = server.auth_response  # type: ignore[attr-defined]
+        finally:
+            server.server_close()
+        if response is None:
+            raise AuthenticationError(f"no sign-in redirect arrived within {timeout:.0f}s")
+        if "error" in response:
+            raise AuthenticationError(f"sign-in failed: {response.get('error')} "
+                                      f"{redact(response.get('error_description', ''))}".strip())
+        try:
+            result = app.acquire_token_by_auth_code_flow(flow, response)
+        except ValueError as exc:  # state mismatch and friends
+            raise AuthenticationError(f"sign-in response rejected: {exc}") from None
+    _check_result(result, "login")
+    cache_file.save(force=True)
+    say(f"Logged in; token cache written to {cache_file.path} (mode 0600).")
+    return cache_file.path
+
+
+# ---- from configuration ---------------------------------------------------------------------
+def oauth_settings(org: Any, environ: Mapping[str, str] | None = None) -> OAuthSettings:
+    """OAuthSettings of an OrganizationConfig whose auth.method is oauth (secret read from env)."""
+    from .config import OAuthAuth
+
+    auth = org.auth
+    if not isinstance(auth, OAuthAuth):
+        raise ConfigurationError(f"organization {org.name}: auth.method is not oauth")
+    env = os.environ if environ is None else environ
+    secret = None
+    if auth.client_secret_env:
+        value = env.get(auth.client_secret_env, "")
+        if not value:
+            raise ConfigurationError(f"environment variable {auth.client_secret_env} (auth.client_secret_env of "
+                                     f"{org.name}) is not set; export the Entra app's client secret in it")
+        secret = Secret(value)
+    return OAuthSettings(tenant_id=auth.tenant_id, client_id=auth.client_id, client_secret=secret,
+                         authority_host=auth.authority_host, graph_host=auth.graph_host,
+                         token_cache=org.token_cache_path(), ca_bundle=org.ca_bundle)
+
+
+def credential_from_config(org: Any, environ: Mapping[str, str] | None = None) -> PatCredential | OAuthCredential:
+    """The Azure DevOps credential an OrganizationConfig describes."""
+    from .config import PatAuth
+
+    if isinstance(org.auth, PatAuth):
+        return PatCredential.from_env(org.auth.pat_env, environ)
+    return OAuthCredential(oauth_settings(org, environ), org.name)

@@ -1,0 +1,235 @@
+"""AzureDevOpsClient: one organization, its services, and batched membership reads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+import httpx
+
+from .accounts import AccountsService
+from .audit import AuditService
+from .core import CoreService
+from .discovery import ServiceUrls, discover, normalize_org_url
+from .entitlements import EntitlementsService
+from .errors import AuthenticationError, AzureDevOpsError, NotFoundError, PermissionDeniedError
+from .graph import GraphService
+from .identities import IdentitiesService
+from .transport import ClientSettings, Clock, Credential, Requester, RequestStats
+
+log = logging.getLogger("azdo_pipeline.client")
+
+# Entra-backed groups: one report saw identities?queryMembership=Direct stop at 99 members
+# (reference §4.1). A batched answer this large is re-read through Graph, which is not capped.
+AAD_GROUP_SUSPECT_MEMBERS = 99
+
+
+class AzureDevOpsClient:
+    """Client for one Azure DevOps organization. Use `await AzureDevOpsClient.connect(...)`."""
+
+    def __init__(self, requester: Requester, urls: ServiceUrls) -> None:
+        self._r = requester
+        self.urls = urls
+        self.org = urls.org
+        self.settings = requester.settings
+        self.graph = GraphService(requester, urls.graph)
+        self.identities = IdentitiesService(requester, urls.identities,
+                                            batch_size=requester.settings.identity_chunk_size)
+        self.core = CoreService(requester, urls.core)
+        self.entitlements = EntitlementsService(requester, urls.entitlements)
+        self.audit = AuditService(requester, urls.audit)
+        self.accounts = AccountsService(requester, urls.accounts)
+        self._identities_refused: str | None = None  # why batched membership reads are unavailable
+        self._key_lock = asyncio.Lock()
+
+    @classmethod
+    async def connect(cls, org_url: str, credential: Credential, *,
+                      settings: ClientSettings = ClientSettings(),
+                      transport: httpx.AsyncBaseTransport | None = None,
+                      clock: Clock | None = None, rng: random.Random | None = None) -> AzureDevOpsClient:
+        """Discover the organization's service URLs (no credential needed) and return a client."""
+        requester = Requester(credential, settings, transport=transport, clock=clock, rng=rng)
+        try:
+            urls = await discover(requester, normalize_org_url(org_url))
+        except BaseException:
+            await requester.aclose()
+            raise
+        return cls(requester, urls)
+
+    @property
+    def stats(self) -> RequestStats:
+        return self._r.stats
+
+    async def aclose(self) -> None:
+        await self._r.aclose()
+
+    async def __aenter__(self) -> AzureDevOpsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"AzureDevOpsClient(org={self.org!r}, url={self.urls.org_url!r})"
+
+    # ---- memberships ------------------------------------------------------------------
+    async def memberships(self, group_descriptors: list[str], *, storage_keys: dict[str, str] | None = None,
+                          chunk_size: int | None = None) -> AsyncIterator[tuple[str, list[str]]]:
+        """(group descriptor, direct member subject descriptors) for every group, streamed.
+
+        Batched: `POST identitybatch {subjectDescriptors: <chunk>, queryMembership: Direct}` (or
+        `GET identities?subjectDescriptors=` where identitybatch is missing) gives each group's
+        member storage keys; keys not in `storage_keys` (storage key -> descriptor; e.g. user
+        entitlement ids and vssgp originIds) are resolved in batches by identityIds.
+        If the identities API is refused (401/403: the PAT lacks vso.identity) or absent (404),
+        each group is read with `graph/Memberships/{g}?direction=down` instead; stats say which.
+        """
+        size = max(1, chunk_size or self.settings.membership_chunk_size)
+        groups = list(dict.fromkeys(group_descriptors))
+        known = {k.lower(): v for k, v in (storage_keys or {}).items()}
+        pending: dict[str, asyncio.Future[str | None]] = {}
+        counts = {"batched": 0, "per_group": 0}
+        chunks = [groups[i:i + size] for i in range(0, len(groups), size)]
+        window = max(1, self.settings.max_concurrency)
+        tasks: set[asyncio.Task[list[tuple[str, list[str]]]]] = set()
+        next_chunk = 0
+        try:
+            while next_chunk < len(chunks) or tasks:
+                while next_chunk < len(chunks) and len(tasks) < window:
+                    tasks.add(asyncio.ensure_future(self._chunk(chunks[next_chunk], known, pending, counts)))
+                    next_chunk += 1
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    tasks.discard(t)
+                    for item in t.result():
+                        yield item
+        finally:
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for f in pending.values():
+                if not f.done():
+                    f.cancel()
+            self._note_mode(counts)
+
+    def _note_mode(self, counts: dict[str, int]) -> None:
+        b, p = counts["batched"], counts["per_group"]
+        mode = "batched" if b and not p else "per-group" if p and not b else "mixed" if b and p else ""
+        if mode:
+            self.stats.membership_mode = mode
+        if p and self._identities_refused:
+            note = (f"memberships: {p} group(s) read one by one through graph/memberships because "
+                    f"{self._identities_refused}")
+            if note not in self.stats.notes:
+                self.stats.notes.append(note)
+
+    async def _chunk(self, chunk: list[str], known: dict[str, str],
+                     pending: dict[str, asyncio.Future[str | None]],
+                     counts: dict[str, int]) -> list[tuple[str, list[str]]]:
+        if self._identities_refused is None:
+            try:
+                result = await self._chunk_batched(chunk, known, pending)
+                counts["batched"] += len(chunk)
+                return result
+            except (AuthenticationError, PermissionDeniedError, NotFoundError) as exc:
+                if isinstance(exc, NotFoundError) and exc.type_key:  # a real 404 of a subject, not a route
+                    raise
+                self._identities_refused = (
+                    f"the identities API was refused (HTTP {exc.status}); give the PAT the "
+                    "'Identity (Read)' scope (vso.identity) to read memberships in batches")
+                log.warning("memberships: batched identities read unavailable (HTTP %s); "
+                            "falling back to one graph call per group", exc.status)
+            except AzureDevOpsError as exc:
+                if exc.status in (400, 414) and len(chunk) > 1:  # URL or item count too large: halve
+                    half = len(chunk) // 2
+                    return (await self._chunk(chunk[:half], known, pending, counts)
+                            + await self._chunk(chunk[half:], known, pending, counts))
+                raise
+        counts["per_group"] += len(chunk)
+        return list(await asyncio.gather(*(self._per_group(g) for g in chunk)))
+
+    async def _per_group(self, group: str) -> tuple[str, list[str]]:
+        edges = await self.graph.list_memberships(group, direction="down")
+        return group, [e["memberDescriptor"] for e in edges if e.get("memberDescriptor")]
+
+    async def _chunk_batched(self, chunk: list[str], known: dict[str, str],
+                             pending: dict[str, asyncio.Future[str | None]]) -> list[tuple[str, list[str]]]:
+        identities = await self.identities.read_many(subject_descriptors=chunk, query_membership="Direct")
+        by_descriptor: dict[str, dict] = {}
+        for ident in identities:
+            if isinstance(ident, dict) and ident.get("subjectDescriptor"):
+                by_descriptor[ident["subjectDescriptor"]] = ident
+        for g, ident in by_descriptor.items():
+            if ident.get("id"):
+                known.setdefault(str(ident["id"]).lower(), g)
+        member_ids = {g: [str(m).lower() for m in (by_descriptor.get(g) or {}).get("memberIds") or []]
+                      for g in chunk}
+        await self._resolve({k for ids in member_ids.values() for k in ids}, known, pending)
+        out: list[tuple[str, list[str]]] = []
+        recheck: list[str] = []
+        unresolved = 0
+        for g in chunk:
+            members = []
+            for k in member_ids[g]:
+                d = known.get(k)
+                if d:
+                    members.append(d)
+                else:
+                    unresolved += 1
+            if g.startswith("aadgp.") and len(members) >= AAD_GROUP_SUSPECT_MEMBERS:
+                recheck.append(g)
+                continue
+            out.append((g, members))
+        if unresolved:
+            log.warning("memberships: %d member id(s) did not resolve to a subject (deleted meanwhile?)",
+                        unresolved)
+        if recheck:
+            out.extend(await asyncio.gather(*(self._per_group(g) for g in recheck)))
+        return out
+
+    async def _resolve(self, keys: set[str], known: dict[str, str],
+                       pending: dict[str, asyncio.Future[str | None]]) -> None:
+        """Make `known` hold every resolvable key, sharing in-flight look-ups between chunks."""
+        mine = sorted(k for k in keys if k not in known and k not in pending)
+        loop = asyncio.get_running_loop()
+        for k in mine:
+            pending[k] = loop.create_future()
+        step = max(1, self.settings.identity_chunk_size)
+        jobs: list[Awaitable[None]] = [self._resolve_batch(mine[i:i + step], known, pending)
+                                       for i in range(0, len(mine), step)]
+        try:
+            await asyncio.gather(*jobs)
+        except BaseException as exc:
+            for k in mine:
+                f = pending.pop(k, None)
+                if f is not None and not f.done():
+                    f.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+                    f.exception()  # mark retrieved: the waiting chunk re-raises its own copy
+            raise
+        waits = [pending[k] for k in keys if k not in known and k in pending]
+        if waits:
+            await asyncio.gather(*waits)
+
+    async def _resolve_batch(self, batch: list[str], known: dict[str, str],
+                             pending: dict[str, asyncio.Future[str | None]]) -> None:
+        found = await self.identities.read_many(identity_ids=batch, query_membership="None")
+        got: dict[str, str] = {}
+        for ident in found:
+            if isinstance(ident, dict) and ident.get("id") and ident.get("subjectDescriptor"):
+                got[str(ident["id"]).lower()] = ident["subjectDescriptor"]
+        for k in batch:
+            d = got.get(k)
+            if d:
+                known[k] = d
+            f = pending.pop(k, None)
+            if f is not None and not f.done():
+                f.set_result(d)
+
+    # ---- misc -------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {"org": self.org, "urls": {k: getattr(self.urls, k) for k in
+                                          ("core", "graph", "identities", "entitlements", "audit", "accounts")}}

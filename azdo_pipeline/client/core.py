@@ -1,0 +1,73 @@
+"""Core (dev.azure.com): projects, teams and team members."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+from .errors import AzureDevOpsError
+from .scopes import PROJECT_READ
+from .transport import Requester
+
+CORE_VERSION = "7.1"
+ALL_TEAMS_VERSION = "7.1-preview.3"  # GET _apis/teams is preview in 7.1
+PAGE = 100  # the documented default $top; a page shorter than this is the last one
+
+
+class CoreService:
+    page_size = PAGE
+
+    def __init__(self, requester: Requester, base: str) -> None:
+        self._r = requester
+        self.base = base
+
+    async def iter_projects(self, state_filter: str | None = None) -> AsyncIterator[list[dict]]:
+        """Projects, paged by the integer X-MS-ContinuationToken header (server default: wellFormed)."""
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            params: dict[str, Any] = {"$top": self.page_size, "api-version": CORE_VERSION}
+            if state_filter:
+                params["stateFilter"] = state_filter
+            if token:
+                params["continuationToken"] = token
+            reply = await self._r.request("GET", f"{self.base}/_apis/projects", endpoint="GET projects",
+                                          scope=PROJECT_READ, params=params)
+            yield list((reply.data or {}).get("value") or [])
+            token = reply.headers.get("x-ms-continuationtoken") or None
+            if not token:
+                return
+            if token in seen:
+                raise AzureDevOpsError("GET projects: the server repeated a continuation token",
+                                       endpoint="GET projects")
+            seen.add(token)
+
+    async def _skip_pages(self, url: str, endpoint: str, version: str,
+                          extra: dict[str, Any] | None = None) -> AsyncIterator[list[dict]]:
+        """$top/$skip paging until a short page (no token exists; never stop at 100 items)."""
+        skip = 0
+        while True:
+            params = {**(extra or {}), "$top": self.page_size, "$skip": skip, "api-version": version}
+            reply = await self._r.request("GET", url, endpoint=endpoint, scope=PROJECT_READ, params=params)
+            data = reply.data
+            page = list((data.get("value") if isinstance(data, dict) else data) or [])
+            if page:
+                yield page
+            if len(page) < self.page_size:
+                return
+            skip += len(page)
+
+    def iter_teams(self) -> AsyncIterator[list[dict]]:
+        """Every team of the organization (all projects)."""
+        return self._skip_pages(f"{self.base}/_apis/teams", "GET teams", ALL_TEAMS_VERSION)
+
+    def iter_project_teams(self, project_id: str) -> AsyncIterator[list[dict]]:
+        return self._skip_pages(f"{self.base}/_apis/projects/{quote(project_id, safe='')}/teams",
+                                "GET projects/{p}/teams", CORE_VERSION)
+
+    def iter_team_members(self, project_id: str, team_id: str) -> AsyncIterator[list[dict]]:
+        """Direct members of a team: [{isTeamAdmin, identity{id, descriptor, …}}]."""
+        url = (f"{self.base}/_apis/projects/{quote(project_id, safe='')}/teams/"
+               f"{quote(team_id, safe='')}/members")
+        return self._skip_pages(url, "GET projects/{p}/teams/{t}/members", CORE_VERSION)

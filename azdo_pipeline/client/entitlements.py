@@ -1,0 +1,156 @@
+"""Member Entitlement Management (vsaex): user entitlements (licences) and account creation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .errors import AzureDevOpsError, TransientError
+from .scopes import ENTITLEMENTS_READ, ENTITLEMENTS_WRITE
+from .transport import Requester
+
+log = logging.getLogger("azdo_pipeline.client")
+
+ENTITLEMENTS_VERSION = "7.1"  # the 7.1 spec's version for userentitlements (the Go SDK sends 7.1-preview.3)
+
+# Requested licence -> (accountLicenseType, licensingSource, msdnLicenseType) (reference §8).
+# A Visual Studio subscriber gets its level from the subscription: "eligible" lets the service
+# pick it when the user signs in (baton maps the subscriber licence to advanced + msdn).
+LICENSES: dict[str, tuple[str, str, str]] = {
+    "express": ("express", "account", "none"),
+    "basic": ("express", "account", "none"),
+    "stakeholder": ("stakeholder", "account", "none"),
+    "advanced": ("advanced", "account", "none"),
+    "basic+test plans": ("advanced", "account", "none"),
+    "basic_test_plans": ("advanced", "account", "none"),
+    "professional": ("professional", "account", "none"),
+    "vs_subscriber": ("advanced", "msdn", "eligible"),
+    "visual studio subscriber": ("advanced", "msdn", "eligible"),
+    "msdn": ("advanced", "msdn", "eligible"),
+}
+
+
+def license_fields(license: str) -> tuple[str, str, str]:
+    key = license.strip().lower()
+    if key not in LICENSES:
+        raise ValueError(f"unknown licence {license!r}; use one of express (Basic), stakeholder, "
+                         "vs_subscriber, advanced (Basic + Test Plans), professional")
+    return LICENSES[key]
+
+
+def _ops_errors(body: dict) -> list[dict[str, Any]]:
+    op = body.get("operationResult") or {}
+    out = []
+    for e in (op.get("errors") or []) + (body.get("errors") or []):
+        if isinstance(e, dict):
+            out.append({"code": e.get("key"), "message": str(e.get("value") or e.get("message") or "")})
+    return out
+
+
+class EntitlementsService:
+    def __init__(self, requester: Requester, base: str) -> None:
+        self._r = requester
+        self.base = base
+
+    async def iter_user_entitlements(self, filter: str | None = None) -> AsyncIterator[list[dict]]:
+        """Pages of user entitlements (the `members` list); the token is in the body.
+
+        The token (e.g. `+RID:~…==#RT:1#TRC:100#…`) goes back URL-encoded (httpx encodes query
+        params, so + # = survive); paging stops only when the body has no token.
+        """
+        token: str | None = None
+        seen: set[str] = set()
+        while True:
+            params: dict[str, Any] = {"api-version": ENTITLEMENTS_VERSION}
+            if filter:
+                params["$filter"] = filter
+            if token:
+                params["continuationToken"] = token
+            reply = await self._r.request("GET", f"{self.base}/_apis/userentitlements",
+                                          endpoint="GET userentitlements", scope=ENTITLEMENTS_READ,
+                                          params=params)
+            data = reply.data or {}
+            members = data.get("members")
+            if members is None:  # the spec's shape only has `items`
+                members = data.get("items") or []
+            yield list(members)
+            token = data.get("continuationToken") or None
+            if not token:
+                return
+            if token in seen:
+                raise AzureDevOpsError("GET userentitlements: the server repeated a continuation token",
+                                       endpoint="GET userentitlements")
+            seen.add(token)
+
+    async def find_user_entitlement(self, principal_name: str) -> dict | None:
+        """The entitlement whose user has this principal name (or mail address), else None."""
+        want = principal_name.strip().lower()
+        quoted = principal_name.replace("'", "''")
+        async for page in self.iter_user_entitlements(filter=f"name eq '{quoted}'"):
+            for ent in page:
+                user = ent.get("user") or {}
+                names = {str(user.get("principalName") or "").lower(), str(user.get("mailAddress") or "").lower()}
+                if want in names:
+                    return ent
+        return None
+
+    async def add_user_entitlement(self, principal_name: str, license: str, *,
+                                   project_entitlements: list[dict] | None = None,
+                                   check_existing: bool = True, attempts: int = 3) -> dict[str, Any]:
+        """Create an account (user entitlement). Returns an outcome dict, never raises for a refusal.
+
+        outcome: created | already_exists | failed; plus user_id, descriptor, license, status,
+        errors [{code, message}] and message. The POST is not idempotent: after a transient
+        failure the entitlement is looked up before posting again.
+        """
+        acct, source, msdn = license_fields(license)
+        if check_existing:
+            existing = await self.find_user_entitlement(principal_name)
+            if existing is not None:
+                return self._outcome("already_exists", existing, [],
+                                     f"{principal_name} already has an account in this organization")
+        body: dict[str, Any] = {
+            "accessLevel": {"accountLicenseType": acct, "licensingSource": source},
+            "user": {"principalName": principal_name, "subjectKind": "user"},
+            "projectEntitlements": project_entitlements or [],
+            "extensions": [],
+        }
+        if source == "msdn":
+            body["accessLevel"]["msdnLicenseType"] = msdn
+        last: AzureDevOpsError | None = None
+        for attempt in range(max(1, attempts)):
+            if attempt and last is not None:
+                # The failed POST may have been processed: look before posting again.
+                found = await self.find_user_entitlement(principal_name)
+                if found is not None:
+                    return self._outcome("created", found, [], f"created {principal_name}")
+            try:
+                reply = await self._r.request(
+                    "POST", f"{self.base}/_apis/userentitlements", endpoint="POST userentitlements",
+                    scope=ENTITLEMENTS_WRITE, params={"api-version": ENTITLEMENTS_VERSION},
+                    json_body=body, idempotent=False)
+            except TransientError as exc:
+                log.warning("POST userentitlements for a new account failed transiently: %s", exc)
+                last = exc
+                continue
+            data = reply.data or {}
+            op = data.get("operationResult") or {}
+            ok = bool(data.get("isSuccess", True)) and bool(op.get("isSuccess", True))
+            ent = data.get("userEntitlement") or op.get("result") or {}
+            errors = _ops_errors(data)
+            if ok and not errors:
+                return self._outcome("created", ent, [], f"created {principal_name}")
+            message = "; ".join(f"({e['code']}) {e['message']}" for e in errors) or "the service refused"
+            return self._outcome("failed", ent, errors, message)
+        assert last is not None
+        raise last
+
+    @staticmethod
+    def _outcome(outcome: str, ent: dict, errors: list[dict], message: str) -> dict[str, Any]:
+        user = ent.get("user") or {}
+        level = ent.get("accessLevel") or {}
+        return {"outcome": outcome, "user_id": ent.get("id"), "descriptor": user.get("descriptor"),
+                "principal_name": user.get("principalName"),
+                "license": level.get("licenseDisplayName") or level.get("accountLicenseType"),
+                "status": level.get("status"), "errors": errors, "message": message}

@@ -1,0 +1,387 @@
+"""The request core: one httpx.AsyncClient per organization, auth, retries, throttling, errors.
+
+Policy (reference §6):
+- every request carries `X-TFS-FedAuthRedirect: Suppress`, so a bad credential gives 401, and
+  any 203 or `text/html` answer is still treated as an authentication failure;
+- `Retry-After` is honoured on any status (also a 200): every request of this client waits;
+  `X-RateLimit-Delay` and a low `X-RateLimit-Remaining` slow the whole client down;
+- 429, 5xx and connection failures (also a connection dropped mid-body) are retried with capped
+  exponential backoff and full jitter, bounded in count (`max_retries`) and in total time
+  (`max_retry_seconds`); a non-idempotent request is retried only when it surely was not
+  processed (connect failure, 429);
+- on 401 the credential may refresh once (`on_unauthorized()`), then AuthenticationError names
+  the PAT scope the route needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import ssl
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import httpx
+
+from .errors import (
+    AuthenticationError,
+    AzureDevOpsError,
+    NotFoundError,
+    PermissionDeniedError,
+    ThrottledError,
+    TransientError,
+)
+from .secrets import redact
+
+log = logging.getLogger("azdo_pipeline.client")
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Knobs of one client (one organization). Defaults suit Azure DevOps Services."""
+
+    max_concurrency: int = 8  # requests in flight at once
+    timeout: float = 60.0  # seconds per request (connect, read, write, pool)
+    max_retries: int = 6  # retries of one request (not counting the first attempt)
+    max_retry_seconds: float = 300.0  # total time one request may spend retrying
+    backoff_base: float = 0.5  # seconds; attempt n waits uniform(0, min(cap, base * 2**n))
+    backoff_cap: float = 30.0
+    ca_bundle: str | None = None  # PEM file of extra trusted CAs (corporate proxy, simulator)
+    user_agent: str = "azdo-pipeline/0.1"
+    low_remaining_ratio: float = 0.1  # X-RateLimit-Remaining / Limit below this: spread requests
+    membership_chunk_size: int = 100  # groups per batched membership read (identitybatch)
+    identity_chunk_size: int = 100  # keys per identitybatch request (GET identities packs <= 50)
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise ValueError("ClientSettings.max_concurrency must be at least 1")
+        if self.max_retries < 0 or self.max_retry_seconds < 0:
+            raise ValueError("ClientSettings retry bounds must not be negative")
+
+
+@dataclass
+class RequestStats:
+    """What one client did; safe to log (endpoint labels are route templates, no ids or secrets)."""
+
+    total: int = 0  # HTTP requests sent (every attempt counts)
+    by_endpoint: Counter[str] = field(default_factory=Counter)  # "GET graph/users" -> n
+    retries: int = 0
+    throttled: int = 0  # 429s, 200s with Retry-After, delayed requests (X-RateLimit-Delay)
+    bytes: int = 0  # response body bytes
+    waited_seconds: float = 0.0  # time spent sleeping for backoff and throttling
+    notes: list[str] = field(default_factory=list)  # e.g. why memberships fell back to per-group reads
+    membership_mode: str = ""  # batched | per-group | mixed (set by AzureDevOpsClient.memberships)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"total": self.total, "by_endpoint": dict(self.by_endpoint), "retries": self.retries,
+                "throttled": self.throttled, "bytes": self.bytes,
+                "waited_seconds": round(self.waited_seconds, 3), "notes": list(self.notes),
+                "membership_mode": self.membership_mode}
+
+
+class Credential(Protocol):
+    """What the client needs from a credential (see azdo_pipeline.auth)."""
+
+    async def auth_header(self) -> str: ...
+
+    async def on_unauthorized(self) -> bool: ...
+
+
+class Clock:
+    """Time source; tests pass a fake whose sleep() only advances the clock."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def time(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The PAT scope a route needs, as the Azure DevOps UI names it, and its OAuth scope id."""
+
+    label: str
+    scope_id: str
+    note: str = ""
+
+    def hint(self) -> str:
+        return f"the PAT needs the '{self.label}' scope ({self.scope_id}){self.note}"
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: httpx.Headers
+    data: Any  # parsed JSON, or None for empty / non-JSON bodies
+    url: str
+
+
+def safe_url(url: httpx.URL | str) -> str:
+    """The URL without user info (and passed through the secret redactor)."""
+    parts = urlsplit(str(url))
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return redact(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Retry-After in seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def error_message(resp: httpx.Response) -> tuple[str, str]:
+    """(message, typeKey) from an Azure DevOps or Microsoft Graph error answer."""
+    ctype = resp.headers.get("content-type", "")
+    text = ""
+    try:
+        text = resp.text
+    except Exception:  # undecodable body: fall back to the header
+        text = ""
+    if "json" in ctype and text:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            if isinstance(body.get("error"), dict):  # Microsoft Graph / Entra envelope
+                err = body["error"]
+                return str(err.get("message") or err.get("code") or ""), str(err.get("code") or "")
+            if "message" in body:
+                return str(body.get("message") or ""), str(body.get("typeKey") or "")
+            if isinstance(body.get("value"), dict) and "message" in body["value"]:
+                return str(body["value"]["message"]), ""
+    header = resp.headers.get("x-tfs-serviceerror")
+    if header:
+        return unquote(header), ""
+    if text and "html" not in ctype:
+        return text.strip()[:500], ""
+    return resp.reason_phrase or f"HTTP {resp.status_code}", ""
+
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class Requester:
+    """Sends requests for one organization; all services of a client share one Requester."""
+
+    def __init__(self, credential: Credential | None, settings: ClientSettings, *,
+                 transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None,
+                 rng: random.Random | None = None, stats: RequestStats | None = None,
+                 extra_headers: dict[str, str] | None = None) -> None:
+        self.credential = credential
+        self.settings = settings
+        self.clock = clock or Clock()
+        self.rng = rng or random.Random()
+        self.stats = stats or RequestStats()
+        self._sem = asyncio.Semaphore(settings.max_concurrency)
+        self._not_before = 0.0  # monotonic time before which no request starts (Retry-After etc.)
+        headers = {"User-Agent": settings.user_agent, "Accept": "application/json",
+                   "X-TFS-FedAuthRedirect": "Suppress", "X-VSS-ForceMsaPassThrough": "true"}
+        headers.update(extra_headers or {})
+        kwargs: dict[str, Any] = {}
+        if transport is not None:
+            kwargs["transport"] = transport
+        else:
+            kwargs["verify"] = make_ssl_context(settings.ca_bundle)
+            kwargs["limits"] = httpx.Limits(max_connections=settings.max_concurrency,
+                                            max_keepalive_connections=settings.max_concurrency)
+        self.http = httpx.AsyncClient(
+            http1=True, http2=False, timeout=httpx.Timeout(settings.timeout), headers=headers,
+            follow_redirects=False, **kwargs)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # ---- throttling -------------------------------------------------------------------
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self._not_before = max(self._not_before, self.clock.monotonic() + seconds)
+
+    async def _wait_turn(self) -> None:
+        while True:
+            delay = self._not_before - self.clock.monotonic()
+            if delay <= 0:
+                return
+            self.stats.waited_seconds += delay
+            await self.clock.sleep(delay)
+
+    def _observe_rate_headers(self, resp: httpx.Response, endpoint: str) -> float | None:
+        """Slow the client down as the rate-limit headers ask; returns Retry-After if present."""
+        h = resp.headers
+        retry_after = parse_retry_after(h.get("retry-after"), self.clock.time())
+        if retry_after is not None:
+            if resp.status_code != 429:
+                self.stats.throttled += 1
+            log.info("%s: server asked to wait %.2fs (Retry-After, status %s)", endpoint, retry_after,
+                     resp.status_code)
+            self._pause(retry_after)
+        delay = _float(h.get("x-ratelimit-delay"))
+        if delay:
+            # The server already delayed this request: space the next ones by as much.
+            self.stats.throttled += 1
+            self._pause(delay)
+        remaining, limit = _float(h.get("x-ratelimit-remaining")), _float(h.get("x-ratelimit-limit"))
+        if remaining is not None and limit and remaining / limit < self.settings.low_remaining_ratio:
+            reset = _float(h.get("x-ratelimit-reset"))
+            left = max(0.0, reset - self.clock.time()) if reset else self.settings.backoff_cap
+            # Spread the remaining budget over the rest of the window.
+            self._pause(min(self.settings.backoff_cap, left / max(remaining, 1.0)))
+        return retry_after
+
+    def _backoff(self, attempt: int) -> float:
+        return self.rng.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** attempt))
+
+    # ---- the request loop -------------------------------------------------------------
+    async def request(self, method: str, url: str, *, endpoint: str, scope: Scope | None,
+                      params: dict[str, Any] | None = None, json_body: Any = None,
+                      idempotent: bool | None = None, allow: frozenset[int] | set[int] = frozenset(),
+                      auth: bool = True, headers: dict[str, str] | None = None) -> Reply:
+        """One logical request; returns a Reply for 2xx (and statuses in `allow`), raises otherwise."""
+        if idempotent is None:
+            idempotent = method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
+        started = self.clock.monotonic()
+        attempt = 0
+        refreshed = False
+        while True:
+            async with self._sem:
+                await self._wait_turn()
+                req_headers = dict(headers or {})
+                if auth and self.credential is not None:
+                    req_headers["Authorization"] = await self.credential.auth_header()
+                self.stats.total += 1
+                self.stats.by_endpoint[endpoint] += 1
+                try:
+                    resp = await self.http.request(method, url, params=params, json=json_body,
+                                                   headers=req_headers)
+                    failure: Exception | None = None
+                except httpx.TransportError as exc:
+                    resp, failure = None, exc
+            if resp is None:
+                assert failure is not None
+                # A connect failure means nothing was sent: safe to retry any request.
+                sent = not isinstance(failure, httpx.ConnectError | httpx.ConnectTimeout)
+                what = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
+                err: AzureDevOpsError = TransientError(
+                    f"{method} {safe_url(url)} failed: {what}", status=0, url=safe_url(url),
+                    endpoint=endpoint)
+                if not idempotent and sent:
+                    raise err
+                retry_after = None
+            else:
+                self.stats.bytes += len(resp.content)
+                retry_after = self._observe_rate_headers(resp, endpoint)
+                reply, err = self._classify(resp, method, endpoint, scope, allow)
+                if reply is not None:
+                    return reply
+                assert err is not None
+                if isinstance(err, AuthenticationError):
+                    if not refreshed and self.credential is not None and await self.credential.on_unauthorized():
+                        refreshed = True
+                        continue
+                    raise err
+                if resp.status_code not in RETRY_STATUSES and not isinstance(err, TransientError):
+                    raise err
+                if resp.status_code == 429:
+                    self.stats.throttled += 1
+                elif not idempotent:  # a 5xx may have been processed: let the caller check first
+                    raise err
+            # retry, within both bounds
+            delay = retry_after if retry_after is not None else self._backoff(attempt)
+            elapsed = self.clock.monotonic() - started
+            if attempt >= self.settings.max_retries or elapsed + delay > self.settings.max_retry_seconds:
+                log.warning("%s: giving up after %d attempts (%.1fs): %s", endpoint, attempt + 1, elapsed,
+                            err)
+                raise err
+            attempt += 1
+            self.stats.retries += 1
+            log.warning("%s: retry %d/%d in %.2fs after %s", endpoint, attempt, self.settings.max_retries,
+                        delay, err.status or "connection error")
+            if retry_after is None:  # Retry-After already paused the whole client
+                self.stats.waited_seconds += delay
+                await self.clock.sleep(delay)
+
+    def _classify(self, resp: httpx.Response, method: str, endpoint: str, scope: Scope | None,
+                  allow: frozenset[int] | set[int]) -> tuple[Reply | None, AzureDevOpsError | None]:
+        status = resp.status_code
+        url = safe_url(resp.request.url)
+        ctype = resp.headers.get("content-type", "").lower()
+        is_html = "text/html" in ctype
+        if status == 203 or status == 401 or (is_html and status < 300):
+            msg, key = ("the server answered with a sign-in page", "") if is_html or status == 203 \
+                else error_message(resp)
+            hint = scope.hint() if scope else "check the credential"
+            return None, AuthenticationError(
+                f"Azure DevOps refused the credential for {endpoint} (HTTP {status}: {msg}). "
+                f"If the token is valid and not expired, {hint}.",
+                status=status, type_key=key, url=url, endpoint=endpoint)
+        if 200 <= status < 300 or status in allow:
+            data = None
+            if resp.content and "json" in ctype and method != "HEAD":
+                try:
+                    data = resp.json()
+                except ValueError:
+                    # A body cut short that still parsed as complete HTTP: treat like a dropped read.
+                    return None, TransientError(f"{endpoint}: response body is not valid JSON "
+                                                f"({len(resp.content)} bytes)", status=status, url=url,
+                                                endpoint=endpoint)
+            return Reply(status, resp.headers, data, url), None
+        msg, key = error_message(resp)
+        if status == 403:
+            extra = f" ({scope.hint()} and the identity needs the permission in Azure DevOps)" if scope else ""
+            return None, PermissionDeniedError(f"Permission denied for {endpoint}: {msg}{extra}",
+                                               status=status, type_key=key, url=url, endpoint=endpoint)
+        if status == 404:
+            if "text/plain" in ctype and msg.startswith("Page not found"):
+                msg = "Page not found (unknown route: check the organization URL and api-version)"
+            return None, NotFoundError(f"Not found: {msg}", status=status, type_key=key, url=url,
+                                       endpoint=endpoint)
+        if status == 429:
+            ra = parse_retry_after(resp.headers.get("retry-after"), self.clock.time())
+            return None, ThrottledError(f"Throttled by Azure DevOps on {endpoint}: {msg}", retry_after=ra,
+                                        status=status, type_key=key, url=url, endpoint=endpoint)
+        if status >= 500 or status == 408:
+            return None, TransientError(f"{endpoint} failed with HTTP {status}: {msg}", status=status,
+                                        type_key=key, url=url, endpoint=endpoint)
+        return None, AzureDevOpsError(f"{endpoint} failed with HTTP {status}: {msg}", status=status,
+                                      type_key=key, url=url, endpoint=endpoint)
+
+
+def make_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """System trust store, plus `ca_bundle` when given (an explicit setting wins over env vars)."""
+    ctx = ssl.create_default_context()
+    if ca_bundle:
+        ctx.load_verify_locations(cafile=ca_bundle)
+    return ctx
+
+
+SleepFn = Callable[[float], Awaitable[None]]
