@@ -85,9 +85,10 @@ def string_form(s: str) -> str:
 def descriptor_prefix(item: Any) -> str | None:
     """Variant key of a list item: the subject type of its descriptor, when it has one."""
     if isinstance(item, dict):
-        d = item.get("descriptor") or item.get("subjectDescriptor")
-        if isinstance(d, str) and "." in d:
-            return d.split(".", 1)[0]
+        for key in ("descriptor", "subjectDescriptor"):  # IMS identities: legacy descriptor first
+            d = item.get(key)
+            if isinstance(d, str) and _DESCRIPTOR.match(d):
+                return d.split(".", 1)[0]
     return None
 
 
