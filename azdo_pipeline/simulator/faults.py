@@ -88,7 +88,10 @@ class Rule:
     def from_json(cls, d: dict[str, Any]) -> Rule:
         if "path" not in d:
             raise ValueError("a fault rule needs 'path' (a regular expression)")
-        re.compile(d["path"])
+        try:
+            re.compile(d["path"])
+        except re.error as e:
+            raise ValueError(f"bad path regex {d['path']!r}: {e}") from None
         r = cls(path=d["path"], method=(d.get("method") or None), count=int(d.get("count", 1)),
                 status=d.get("status"), drop=bool(d.get("drop", False)),
                 delay_ms=float(d.get("delay_ms", 0) or 0), headers=dict(d.get("headers") or {}),
