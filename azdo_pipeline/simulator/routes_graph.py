@@ -234,27 +234,36 @@ def _subject_types(request: Request) -> set[str] | None:
     return types or None  # unknown values simply match nothing (QueryFilters)
 
 
-def _encode_token(kind: str, scope: str | None, index: int, last: str) -> str:
-    data = json.dumps({"k": kind, "s": scope, "i": index, "d": last}, separators=(",", ":"))
+_TOKEN_TAIL = 8  # descriptors of the page's tail kept in a token, to resume after concurrent removals
+
+
+def _encode_token(kind: str, scope: str | None, index: int, tail: list[str]) -> str:
+    data = json.dumps({"k": kind, "s": scope, "i": index, "t": tail[-_TOKEN_TAIL:]}, separators=(",", ":"))
     return base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
 
 
-def _decode_token(token: str, kind: str) -> tuple[str | None, str, int]:
+def _decode_token(token: str, kind: str) -> tuple[str | None, list[str], int]:
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if data["k"] != kind:
+        if data["k"] != kind or not isinstance(data["t"], list):
             raise ValueError(kind)
-        return data["s"], data["d"], int(data["i"])
+        return data["s"], [str(t) for t in data["t"]], int(data["i"])
     except (ValueError, KeyError, TypeError, binascii.Error, UnicodeDecodeError):
         raise argument_error(f"The continuation token '{token}' is not valid.") from None
 
 
-def _resume(order: list[str], last: str, index: int) -> int:
-    """Where the scan continues: right after the last identity read (robust to inserts/removals)."""
-    try:
-        return order.index(last) + 1
-    except ValueError:
-        return min(index, len(order))
+def _resume(order: list[str], tail: list[str], index: int) -> int:
+    """Where the scan continues: right after the last identity read that still exists.
+
+    The real store pages by a stable key, so removals between pages neither skip nor repeat
+    identities; positions in the scan list shift, hence the descriptors of the page's tail.
+    """
+    for d in reversed(tail):
+        try:
+            return order.index(d) + 1
+        except ValueError:
+            continue
+    return min(max(index - len(tail), 0), len(order))  # the whole tail vanished: repeat rather than skip
 
 
 def _in_project(org: OrgState, ident: Identity, project_id: str) -> bool:
@@ -270,8 +279,8 @@ def _list_page(request: Request, org: OrgState, kind: str, order: list[str],
     """Read a raw page of the scan, then filter; the token depends only on the raw scan."""
     token = request.query_params.get("continuationToken")
     if token:
-        scope, last, index = _decode_token(token, kind)
-        start = _resume(order, last, index)
+        scope, tail, index = _decode_token(token, kind)
+        start = _resume(order, tail, index)
     else:
         sd = request.query_params.get("scopeDescriptor")
         scope = scope_id_of(org, sd) if sd else None
@@ -289,7 +298,7 @@ def _list_page(request: Request, org: OrgState, kind: str, order: list[str],
             value.append(graph_subject(request, org, ident))
     headers = {}
     if start + len(raw) < len(order):
-        headers["X-MS-ContinuationToken"] = _encode_token(kind, scope, start + len(raw), raw[-1])
+        headers["X-MS-ContinuationToken"] = _encode_token(kind, scope, start + len(raw), raw)
     return http.ado_json({"count": len(value), "value": value}, headers=headers)
 
 
