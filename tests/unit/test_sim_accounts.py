@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import httpx
 import pytest
-from starlette.testclient import TestClient
 
 from azdo_pipeline.simulator import generator
 from azdo_pipeline.simulator.state import Identity, OrgState, World
-from tests.unit.test_sim_core import client_for, make_world, pat
+from tests.unit.test_sim_core import BASE, pat
 
 V = {"api-version": "7.1"}
 
@@ -21,20 +21,19 @@ class Env:
     home: OrgState
     second: OrgState
     person: Identity
-    client: TestClient
+    client: httpx.Client
 
 
 @pytest.fixture
-def env() -> Iterator[Env]:
-    world, home = make_world()
+def env(tiny, asgi_client_for: Callable[..., httpx.Client]) -> Env:
+    world, home = tiny.world, tiny.org
     second = generator.generate(world, "contoso", size="tiny", seed=3)
     person = home.by_storage_key(home.owner_key)
     # the same Entra person is also a user of the second organization (not its owner)
     second.add_user(kind="aad", display_name=person.display_name, principal_name=person.principal_name,
                     origin_id=person.origin_id)
     world.new_org("unrelated")
-    with client_for(world) as client:
-        yield Env(world, home, second, person, client)
+    return Env(world, home, second, person, asgi_client_for(world, base_url=BASE))
 
 
 def test_profile_then_accounts_of_member(env: Env) -> None:

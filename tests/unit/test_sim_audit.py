@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+import httpx
 import pytest
-from starlette.testclient import TestClient
 
 from azdo_pipeline.simulator.state import OrgState, World
-from tests.unit.test_sim_core import client_for, make_world, pat
+from tests.unit.test_sim_core import BASE, pat
 
 URL = "/auditservice/fabrikam/_apis/audit/auditlog"
 V = {"api-version": "7.1-preview.1"}
@@ -20,15 +20,14 @@ V = {"api-version": "7.1-preview.1"}
 class Env:
     world: World
     org: OrgState
-    client: TestClient
+    client: httpx.Client
     h: dict
 
 
 @pytest.fixture
-def env() -> Iterator[Env]:
-    world, org = make_world()
-    with client_for(world) as client:
-        yield Env(world, org, client, pat(world, org, org.owner_key, {"vso.auditlog"}))
+def env(tiny, asgi_client_for: Callable[..., httpx.Client]) -> Env:
+    w, org = tiny.world, tiny.org
+    return Env(w, org, asgi_client_for(w, base_url=BASE), pat(w, org, org.owner_key, {"vso.auditlog"}))
 
 
 def key(entry_id: str) -> tuple[int, str]:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
 import httpx
 import pytest
-from starlette.testclient import TestClient
 
 from azdo_pipeline.simulator.state import OrgState, World
-from tests.unit.test_sim_core import client_for, make_world, pat
+from tests.unit.test_sim_core import BASE, pat
 
 URL = "/vsaex/fabrikam/_apis/userentitlements"
 V = {"api-version": "7.1"}
@@ -21,15 +20,15 @@ V = {"api-version": "7.1"}
 class Env:
     world: World
     org: OrgState
-    client: TestClient
+    client: httpx.Client
     admin: dict
 
 
 @pytest.fixture
-def env() -> Iterator[Env]:
-    world, org = make_world()
-    with client_for(world) as client:
-        yield Env(world, org, client, pat(world, org, org.owner_key, {"vso.memberentitlementmanagement_write"}))
+def env(tiny, asgi_client_for: Callable[..., httpx.Client]) -> Env:
+    w, org = tiny.world, tiny.org
+    admin = pat(w, org, org.owner_key, {"vso.memberentitlementmanagement_write"})
+    return Env(w, org, asgi_client_for(w, base_url=BASE), admin)
 
 
 def add_licensed(org: OrgState, n: int) -> None:
