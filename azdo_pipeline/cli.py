@@ -154,7 +154,7 @@ def run_demo(args: argparse.Namespace) -> int:
     pat = world.issue_pat(org.name, org.owner_key, {"app_token"})
     headers = {"X-TFS-FedAuthRedirect": "Suppress", "Accept": "application/json"}
     with SimulatorServer(world, host=args.host) as server, httpx.Client(
-            verify=server.ca_file, auth=("", pat.token), headers=headers, timeout=30) as http:
+            verify=server.ssl_context(), auth=("", pat.token), headers=headers, timeout=30) as http:
         base = server.org_url(org.name)
         print(f"simulator: {args.size} organization '{org.name}' at {base} (CA {server.ca_file})")
         r = http.get(f"{base}/_apis/resourceAreas")
