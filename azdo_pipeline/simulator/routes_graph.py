@@ -8,6 +8,19 @@ controllers it cites:
 - membership single-edge verbs: GET 200/404, HEAD 200/404 without body, PUT 201 (idempotent),
   DELETE 200/404; the list is direct edges and not paged;
 - errors carry the real typeKeys and VS/TF messages (GraphResources / IdentityResources).
+
+Choices where the reference is UNVERIFIED or silent:
+- a missing api-version is a 400 for every method (some servers serve GETs at the latest version);
+- HEAD on a membership answers for direct edges only; an unknown subject is 400, an unknown container 404;
+- `depth=-1` on the membership list returns the transitive closure (the server maps it to Expanded);
+- continuation tokens are base64url JSON of (scan, scope, position, tail of the page); the scope of
+  the first request sticks to the token, `subjectTypes` is read on every page; a token of another
+  scan or garbage is 400 ArgumentException;
+- an unknown `scp.` scope is 404 GroupScopeDoesNotExistException; built-in groups (collection
+  groups, Project Administrators, Project Valid Users) and team groups cannot be deleted (403
+  RemoveSpecialGroupException; teams go through the teams API);
+- writes (group create/delete, membership PUT/DELETE) need Project Collection Administrators
+  (403 InvalidAccessException otherwise); new project groups join Project Valid Users.
 """
 
 from __future__ import annotations
