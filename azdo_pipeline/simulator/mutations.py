@@ -37,7 +37,8 @@ Choices:
 - `add_user` gives the new user status `pending` (as POST userentitlements does) and registers an
   Entra user for `aad` principals; `msa` is inferred from consumer mail domains.
 - `create_project` also creates the project's "{Project} Build Service ({org})" identity in
-  Project Collection Build Service Accounts (a system change: no membership audit event).
+  Project Collection Build Service Accounts (a system change: no membership audit event), and makes
+  the acting user an administrator of the default team, as the real service does for the creator.
 """
 
 from __future__ import annotations
@@ -215,6 +216,9 @@ def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) 
                 pcbsa = org.org_groups.get("project_collection_build_service_accounts")
                 if pcbsa:
                     org.add_membership(pcbsa, svc.descriptor, audit=False)
+                creator = org.by_key.get(actor) if actor else None
+                if creator in org.identities:
+                    org.teams[proj.default_team_id].admins.add(creator)  # the creator administers the team
                 res.update(created=True, id=proj.id, default_team_id=proj.default_team_id,
                            build_service=svc.descriptor)
             elif name == "delete_project":
@@ -506,7 +510,7 @@ def _random_op(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict 
             member = _pick(rng, sh.users, sh.alive_user)
         else:
             admins = sorted(a for a in org.teams[team_id].admins if a not in sh.removed)
-            member = rng.choice(admins) if admins else None
+            member = rng.choice(admins) if len(admins) > 1 else None  # keep at least one admin
         if member is None:
             return None
         return {"op": kind, "team_id": team_id, "member": member}
