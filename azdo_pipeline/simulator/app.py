@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import binascii
 import html
-import inspect
 import re
 import uuid
 from dataclasses import dataclass
@@ -200,7 +199,21 @@ class CountMiddleware:
             if scope["sim.kind"] != "admin":
                 world.request_counts[f"{scope['method']} {template}"] += 1
             world.settle()
-        await self.app(scope, receive, send)
+        if scope["sim.kind"] not in ("ado", "none"):
+            await self.app(scope, receive, send)
+            return
+        # Azure DevOps stamps every answer with correlation ids; clients log ActivityId.
+        activity = str(uuid.uuid4())
+        extra = [(b"activityid", activity.encode()), (b"x-tfs-session", activity.encode()),
+                 (b"x-vss-e2eid", activity.encode())]
+
+        async def send_stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message)
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_stamped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,12 +245,8 @@ def _org_in_path(path: str) -> str | None:
 def _verify_bearer(world: World, token: str, audience: str, org: str | None) -> Caller | None:
     from . import tokens
 
-    fn = tokens.verify_bearer
-    try:
-        has_org = "org" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        has_org = True
-    return fn(world, token, audience, org=org) if has_org else fn(world, token, audience)
+    with world.lock:
+        return tokens.verify_bearer(world, token, audience, org=org)
 
 
 def resolve_auth(world: World, scope: Scope) -> AuthResult:
@@ -473,8 +482,13 @@ def _make_handlers(process_id: str) -> dict[Any, Any]:
             return page_not_found()
         return ado_error(exc.status_code, str(exc.detail), "ArgumentException")
 
+    async def on_crash(request: Request, exc: Exception) -> Response:
+        # The real service answers 500 with its JSON error shape; Starlette re-raises so it is logged.
+        return ado_error(500, f"VS402345: An unexpected error occurred: {type(exc).__name__}: {exc}",
+                         "InternalServerErrorException")
+
     return {SimError: on_sim_error, AuthFailure: on_auth_failure, HTTPException: on_http_exception,
-            404: on_http_exception, 405: on_http_exception}
+            404: on_http_exception, 405: on_http_exception, Exception: on_crash}
 
 
 def _route_infos() -> list[RouteInfo]:

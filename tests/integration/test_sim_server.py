@@ -148,3 +148,20 @@ def test_cli_simulate_prints_and_serves(tmp_path) -> None:
             proc.kill()
             proc.wait()
     assert proc.returncode in (0, 130)
+
+
+def test_unexpected_error_is_a_json_500() -> None:
+    from starlette.routing import Route
+
+    from azdo_pipeline.simulator.app import create_app
+
+    async def boom(request: object) -> None:
+        raise RuntimeError("kaput")
+
+    sim = make_tiny()
+    app = create_app(sim.world, extra_routes=[Route("/{org}/_apis/boom", boom)])
+    with SimulatorServer(sim.world, app=app) as server:
+        r = httpx.get(f"{server.org_url(ORG)}/_apis/boom", verify=server.ssl_context())
+    assert r.status_code == 500
+    assert r.json()["typeKey"] == "InternalServerErrorException"
+    assert "kaput" in r.json()["message"]

@@ -546,3 +546,11 @@ def test_export_is_json_serialisable(tiny: TinySim, client_for) -> None:
     body = c.get("/_sim/fabrikam/export").text
     data = json.loads(body)
     assert data["projects"][0]["last_update_time"].endswith("+00:00")
+
+
+def test_ado_answers_carry_activity_ids(tiny: TinySim, client_for) -> None:
+    c = client_for(tiny.world, pat=tiny.pat)
+    a, b = c.get(PROJECTS), c.get("/nowhere")
+    assert a.headers["ActivityId"] != b.headers["ActivityId"]
+    assert a.headers["X-VSS-E2EID"] == a.headers["ActivityId"]
+    assert "ActivityId" not in c.get("/_sim/clock").headers
