@@ -5,6 +5,8 @@ Served at the root of the simulator, as on the real authority host:
     GET  /{tenant}/v2.0/.well-known/openid-configuration   discovery (msal fetches it in its constructor)
     GET  /{tenant}/discovery/v2.0/keys                     JWKS (empty: tokens are unsigned)
     GET  /{tenant}/oauth2/v2.0/authorize                   auto sign-in + consent → 302 redirect_uri?code&state
+                                                           (response_mode query | fragment | form_post)
+    GET  /{tenant}/oauth2/v2.0/logout                      end session (→ post_logout_redirect_uri)
     POST /{tenant}/oauth2/v2.0/token                       client_credentials | authorization_code |
                                                            refresh_token | device_code grants
     POST /{tenant}/oauth2/v2.0/devicecode                  device authorization (user_code, device_code)
@@ -430,14 +432,12 @@ async def openid_configuration(request: Request) -> Response:
         "scopes_supported": ["openid", "profile", "email", "offline_access"],
         "issuer": f"{base}/{issuer_tid}/v2.0",
         "request_uri_parameter_supported": False,
-        "userinfo_endpoint": f"{base}/oidc/userinfo",
         "authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/authorize",
         "device_authorization_endpoint": f"{base}/{tenant}/oauth2/v2.0/devicecode",
         "http_logout_supported": True, "frontchannel_logout_supported": True,
         "end_session_endpoint": f"{base}/{tenant}/oauth2/v2.0/logout",
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "nonce",
                              "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
-        "kerberos_endpoint": f"{base}/{tenant}/kerberos",
         "tenant_region_scope": "NA", "cloud_instance_name": "microsoftonline.com",
         "cloud_graph_host_name": "graph.windows.net", "msgraph_host": request.url.netloc,
         "rbac_url": "https://pas.windows.net",
@@ -466,7 +466,17 @@ def redirect_allowed(app: EntraApp, uri: str) -> bool:
     return uri in app.redirect_uris
 
 
+_FORM_POST = """<html><head><title>Working...</title></head><body>
+<form method="POST" name="hiddenform" action="{action}">{inputs}
+<noscript><p>Script is disabled. Click Submit to continue.</p><input type="submit" value="Submit" /></noscript>
+</form><script language="javascript">document.forms[0].submit();</script></body></html>"""
+
+
 def _redirect(uri: str, params: dict[str, str], mode: str) -> Response:
+    if mode == "form_post":
+        inputs = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}" />'
+                         for k, v in params.items())
+        return HTMLResponse(_FORM_POST.format(action=html.escape(uri), inputs=inputs))
     sep = "#" if mode == "fragment" else ("&" if "?" in uri else "?")
     return RedirectResponse(uri + sep + urlencode(params), status_code=302)
 
@@ -558,6 +568,14 @@ def _consent_at_authorize(app: EntraApp, req: ScopeRequest, *, prompt_none: bool
         raise EntraError(400, "access_denied", 65004, "User declined to consent to access the app.")
     res = _resource(req.audience)
     app.delegated_consent |= {f"{res}/{n}" for n in missing}
+
+
+async def logout(request: Request) -> Response:
+    """End-session endpoint: nothing to clear (no browser session); honours post_logout_redirect_uri."""
+    target = request.query_params.get("post_logout_redirect_uri")
+    if target:
+        return RedirectResponse(target, status_code=302)
+    return HTMLResponse("<!DOCTYPE html><html><body><p>You signed out of your account.</p></body></html>")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1052,5 +1070,6 @@ ROUTES: list[BaseRoute] = [
     Route("/{tenant}/oauth2/v2.0/authorize", authorize, methods=["GET"]),
     Route("/{tenant}/oauth2/v2.0/token", token, methods=["POST"]),
     Route("/{tenant}/oauth2/v2.0/devicecode", devicecode, methods=["POST"]),
+    Route("/{tenant}/oauth2/v2.0/logout", logout, methods=["GET"]),
     Route("/{tenant}/oauth2/deviceauth", deviceauth, methods=["GET", "POST"]),
 ]

@@ -8,6 +8,7 @@
     DELETE /v1.0/groups/{id}/members/{memberId}/$ref    → 204
     DELETE /v1.0/groups/{id}/members/{memberId}         → 403 (would delete the object itself; never done)
     PATCH  /v1.0/groups/{id}                            {"members@odata.bind": [up to 20 ids]} → 204
+    GET    /v1.0/users/{id}, /v1.0/directoryObjects/{id}  one object (User.Read.All / Directory.Read.All)
 
 Auth: a bearer token issued by the simulated Entra for `https://graph.microsoft.com` (the app's auth
 middleware verifies it with audience "msgraph"). Reads need one of GroupMember.Read.All,
@@ -45,6 +46,9 @@ from .tokens import store_of
 
 READ_PERMISSIONS = frozenset({"GroupMember.Read.All", "Group.Read.All", "Directory.Read.All",
                               "GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All"})
+USER_READ_PERMISSIONS = frozenset({"User.ReadBasic.All", "User.Read.All", "User.ReadWrite.All",
+                                   "Directory.Read.All", "Directory.ReadWrite.All"})
+DIRECTORY_READ_PERMISSIONS = frozenset({"Directory.Read.All", "Directory.ReadWrite.All"})
 WRITE_PERMISSIONS = frozenset({"GroupMember.ReadWrite.All", "Group.ReadWrite.All", "Directory.ReadWrite.All"})
 GRAPH_HOSTS = ("graph.microsoft.com",)
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -416,6 +420,30 @@ async def _patch_group(request: Request) -> Response:
     return no_content(request)
 
 
+async def directory_object(request: Request) -> Response:
+    """GET /v1.0/users/{id} (users only) and /v1.0/directoryObjects/{id} (any kind)."""
+    w = world_of(request)
+    users_only = request.url.path.lower().startswith("/v1.0/users/")
+    try:
+        if request.method != "GET":
+            raise _method_not_allowed()
+        authenticate(request, USER_READ_PERMISSIONS if users_only else DIRECTORY_READ_PERMISSIONS)
+        with w.lock:
+            oid = _check_id(request.path_params["object_id"])
+            kind = _kind(w, oid)
+            if kind is None or (users_only and kind != "user"):
+                raise _not_found(oid)
+            obj = _directory_object(w, oid)
+        if users_only:
+            obj.pop("@odata.type")
+            ctx = f"{_base(request)}/v1.0/$metadata#users/$entity"
+        else:
+            ctx = f"{_base(request)}/v1.0/$metadata#directoryObjects/$entity"
+        return ok(request, {"@odata.context": ctx, **obj})
+    except GraphError as e:
+        return error_response(request, e)
+
+
 async def not_found_segment(request: Request) -> Response:
     seg = request.path_params["rest"].split("/", 1)[0]
     return error_response(request, GraphError(400, "BadRequest", f"Resource not found for the segment '{seg}'."))
@@ -443,5 +471,7 @@ ROUTES: list[BaseRoute] = [
     Route("/v1.0/groups/{group_id}/members/$ref", add_member, methods=_ALL),
     Route("/v1.0/groups/{group_id}/members/{member_id}/$ref", remove_member_ref, methods=_ALL),
     Route("/v1.0/groups/{group_id}/members/{member_id}", member_object, methods=_ALL),
+    Route("/v1.0/users/{object_id}", directory_object, methods=_ALL),
+    Route("/v1.0/directoryObjects/{object_id}", directory_object, methods=_ALL),
     Route("/v1.0/{rest:path}", not_found_segment, methods=_ALL),
 ]

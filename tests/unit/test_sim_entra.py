@@ -504,3 +504,14 @@ def test_register_app_reuses_an_existing_service_principal(world) -> None:
     app = entra.register_app(world, client_id=sp.application_id)
     assert app.sp_object_id == sp.origin_id
     assert world.entra_apps[app.client_id] is app
+
+
+def test_authorize_form_post_and_logout(client, world, app) -> None:
+    r = authorize(client, world, app, response_mode="form_post")
+    assert r.status_code == 200
+    assert f'action="{REDIRECT}"' in r.text and 'name="state" value="st-1"' in r.text
+    code = re.search(r'name="code" value="([^"]+)"', r.text).group(1)
+    assert redeem(client, world, app, code).status_code == 200
+    out = client.get(f"/{world.tenant_id}/oauth2/v2.0/logout", params={"post_logout_redirect_uri": REDIRECT},
+                     follow_redirects=False)
+    assert out.status_code == 302 and out.headers["location"] == REDIRECT

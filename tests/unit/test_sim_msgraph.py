@@ -295,3 +295,16 @@ def test_graph_writes_reach_azure_devops_after_the_propagation_delay(
     world.clock.advance(timedelta(minutes=31))
     assert user.descriptor not in ado_members(ado, descriptor)
 
+
+
+def test_get_user_and_directory_object(graph: httpx.Client, world: World, org: OrgState, group) -> None:
+    gid, _ = group
+    user = next(u for u in org.users() if u.origin == "aad")
+    # GroupMember.ReadWrite.All alone does not read users
+    assert_graph_error(graph.get(f"/v1.0/users/{user.origin_id}"), 403, "Authorization_RequestDenied")
+    reader = {"Authorization": f"Bearer {app_token(world, roles=('Directory.Read.All',))}"}
+    r = graph.get(f"/v1.0/users/{user.origin_id}", headers=reader)
+    assert r.status_code == 200 and r.json()["userPrincipalName"] == user.principal_name
+    r = graph.get(f"/v1.0/directoryObjects/{gid}", headers=reader)
+    assert r.status_code == 200 and r.json()["@odata.type"] == "#microsoft.graph.group"
+    assert_graph_error(graph.get(f"/v1.0/users/{gid}", headers=reader), 404, "Request_ResourceNotFound")
