@@ -20,10 +20,13 @@ DEFAULT_GRAPH_HOST = "https://graph.microsoft.com"
 
 class MicrosoftGraphClient:
     def __init__(self, credential: Credential, *, graph_host: str = DEFAULT_GRAPH_HOST,
-                 settings: ClientSettings = ClientSettings(),
+                 base_url: str | None = None, settings: ClientSettings = ClientSettings(),
                  transport: httpx.AsyncBaseTransport | None = None, clock: Clock | None = None,
                  rng: random.Random | None = None) -> None:
+        """graph_host: the cloud's Graph host (token scope, @odata.id); base_url: where requests go
+        (default: graph_host; a different one only for a proxy or the simulator)."""
         self.graph_host = graph_host.rstrip("/")
+        self.base_url = (base_url or graph_host).rstrip("/")
         self._r = Requester(credential, settings, transport=transport, clock=clock, rng=rng)
 
     @property
@@ -48,7 +51,7 @@ class MicrosoftGraphClient:
 
     async def add_group_member(self, group_id: str, member_id: str) -> bool:
         """POST /groups/{id}/members/$ref; False when the object was already a member (400)."""
-        url = f"{self.graph_host}/v1.0/groups/{quote(group_id, safe='')}/members/$ref"
+        url = f"{self.base_url}/v1.0/groups/{quote(group_id, safe='')}/members/$ref"
         body = {"@odata.id": f"{self.graph_host}/v1.0/directoryObjects/{member_id}"}
         try:
             # Adding twice is harmless (400 "already exist"), so a retry after a dropped answer is safe.
@@ -64,7 +67,7 @@ class MicrosoftGraphClient:
 
     async def remove_group_member(self, group_id: str, member_id: str) -> bool:
         """DELETE /groups/{id}/members/{member}/$ref; False when it was not a member (404)."""
-        url = (f"{self.graph_host}/v1.0/groups/{quote(group_id, safe='')}/members/"
+        url = (f"{self.base_url}/v1.0/groups/{quote(group_id, safe='')}/members/"
                f"{quote(member_id, safe='')}/$ref")
         try:
             reply = await self._r.request("DELETE", url, endpoint="DELETE msgraph groups/{g}/members/{m}/$ref",

@@ -1,0 +1,142 @@
+"""Configuration loading and validation: every error names the setting and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from azdo_pipeline.client import ConfigurationError
+from azdo_pipeline.config import OAuthAuth, PatAuth, load_config, parse_config
+
+GOOD = """
+data_dir: ./out
+organizations:
+  - name: fabrikam
+    url: https://dev.azure.com/fabrikam
+    auth: {method: pat, pat_env: AZDO_PAT}
+    sync_teams: true
+  - name: contoso
+    url: https://contoso.visualstudio.com
+    auth:
+      method: oauth
+      tenant_id: 72f988bf-86f1-41af-91ab-2d7cd011db47
+      client_id: 11111111-2222-3333-4444-555555555555
+      client_secret_env: CONTOSO_SECRET
+      token_cache: ~/.azdo-pipeline/contoso.msal.json
+      authority_host: https://login.microsoftonline.us
+      graph_host: https://graph.microsoft.us
+    entra_group_provisioning: true
+    incremental_sync: true
+    concurrency: 4
+"""
+
+
+def test_good_file_loads(tmp_path: Path) -> None:
+    f = tmp_path / "azdo-pipeline.yaml"
+    f.write_text(GOOD)
+    cfg = load_config(f)
+    assert cfg.data_dir == (tmp_path / "out").resolve()
+    fab, con = cfg.organizations
+    assert isinstance(fab.auth, PatAuth) and fab.auth.pat_env == "AZDO_PAT" and fab.sync_teams
+    assert not fab.sync_organizations and not fab.incremental_sync and fab.concurrency == 8
+    assert isinstance(con.auth, OAuthAuth) and con.auth.graph_host == "https://graph.microsoft.us"
+    assert con.entra_group_provisioning and con.client_settings().max_concurrency == 4
+    assert con.token_cache_path() == Path.home() / ".azdo-pipeline" / "contoso.msal.json"
+    assert cfg.org("CONTOSO") is con
+    assert cfg.check_environment({"AZDO_PAT": "x"}) == [
+        "organizations[1].auth.client_secret_env: environment variable CONTOSO_SECRET is not set; export the "
+        "Entra app's client secret"]
+
+
+def test_no_config_anywhere_gives_embedded_simulator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZDO_PIPELINE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None)
+    assert cfg.simulator is not None and cfg.simulator.embedded
+    assert (cfg.simulator.size, cfg.simulator.seed) == ("small", 42)
+    assert [o.name for o in cfg.organizations] == ["fabrikam"]
+    assert cfg.organizations[0].url == "https://dev.azure.com/fabrikam"
+    assert cfg.check_environment({}) == []  # the embedded simulator provides the PAT
+
+
+def test_env_var_and_cwd_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "azdo-pipeline.yaml").write_text("organizations: [{name: cwdorg, auth: {method: pat, pat_env: P}}]")
+    other = tmp_path / "other.yaml"
+    other.write_text("organizations: [{name: envorg, auth: {method: pat, pat_env: P}}]")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AZDO_PIPELINE_CONFIG", raising=False)
+    assert load_config(None).org_names == ["cwdorg"]
+    assert load_config(None).organizations[0].url == "https://dev.azure.com/cwdorg"
+    monkeypatch.setenv("AZDO_PIPELINE_CONFIG", str(other))
+    assert load_config(None).org_names == ["envorg"]
+    monkeypatch.setenv("AZDO_PIPELINE_CONFIG", str(tmp_path / "missing.yaml"))
+    with pytest.raises(ConfigurationError, match="AZDO_PIPELINE_CONFIG"):
+        load_config(None)
+
+
+def _error(doc: dict) -> str:
+    with pytest.raises(ConfigurationError) as e:
+        parse_config(doc, source="test.yaml")
+    return str(e.value)
+
+
+def _org(**kw) -> dict:
+    return {"name": "fabrikam", "url": "https://dev.azure.com/fabrikam",
+            "auth": {"method": "pat", "pat_env": "AZDO_PAT"}, **kw}
+
+
+def test_entra_provisioning_with_pat_is_refused_at_load() -> None:
+    msg = _error({"organizations": [_org(entra_group_provisioning=True)]})
+    assert ("organizations[0].entra_group_provisioning: requires auth.method: oauth — PATs cannot change Entra "
+            "group membership; switch to OAuth or turn the setting off") in msg
+
+
+@pytest.mark.parametrize(("doc", "expected"), [
+    ({"organizations": [_org(sync_team=True)]},
+     "organizations[0].sync_team: unknown setting (did you mean 'sync_teams'?)"),
+    ({"organisations": []}, "organisations: unknown setting (did you mean 'organizations'?)"),
+    ({"organizations": [_org(url="http://dev.azure.com/fabrikam")]}, "organizations[0].url: must be the https"),
+    ({"organizations": [_org(url="not a url")]}, "organizations[0].url: must be the https"),
+    ({"organizations": [_org(), _org()]}, "organizations[1].name: duplicate organization name 'fabrikam'"),
+    ({"organizations": [_org(auth={"method": "pat"})]}, "organizations[0].auth.pat_env: is required"),
+    ({"organizations": [_org(auth={"method": "pat", "pat_env": "abc def-123!"})]},
+     "organizations[0].auth.pat_env: must be the NAME of an environment variable"),
+    ({"organizations": [_org(auth={"method": "basic"})]}, "organizations[0].auth.method: must be 'pat' or 'oauth'"),
+    ({"organizations": [_org(auth={"method": "oauth", "client_id": "x"})]}, "organizations[0].auth.tenant_id"),
+    ({"organizations": [_org(concurrency=0)]}, "organizations[0].concurrency: must be an integer from 1 to 64"),
+    ({"organizations": [_org(sync_teams="yes")]}, "organizations[0].sync_teams: must be true or false"),
+    ({"organizations": [_org(ca_bundle="/nonexistent.pem")]}, "organizations[0].ca_bundle: must be the path"),
+    ({"organizations": []}, "organizations: is required"),
+    ({"simulator": {"size": "huge"}, "organizations": [_org()]}, "simulator.size: must be one of"),
+    ({"organizations": [_org(auth={"method": "oauth", "tenant_id": "contoso.onmicrosoft.com",
+                                   "client_id": "11111111-2222-3333-4444-555555555555",
+                                   "authority_host": "http://login.example"})]},
+     "organizations[0].auth.authority_host: must be an https URL"),
+    ({"organizations": [_org(entra_group_provisioning=True,
+                             auth={"method": "oauth", "tenant_id": "contoso.onmicrosoft.com",
+                                   "client_id": "11111111-2222-3333-4444-555555555555"})]},
+     "organizations[0].auth.client_secret_env: is required when entra_group_provisioning is on"),
+])
+def test_validation_errors_name_setting_and_fix(doc: dict, expected: str) -> None:
+    assert expected in _error(doc)
+
+
+def test_all_problems_reported_at_once() -> None:
+    msg = _error({"organizations": [_org(concurrency=100, sync_teams=1, bogus=True)]})
+    assert "concurrency" in msg and "sync_teams" in msg and "bogus" in msg
+
+
+def test_token_cache_inside_repo_is_refused(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    msg = _error({"organizations": [_org(auth={
+        "method": "oauth", "tenant_id": "contoso.onmicrosoft.com", "client_id": "11111111-2222-3333-4444-555555555555",
+        "token_cache": str(tmp_path / "cache.json")})]})
+    assert "token_cache" in msg and "outside" in msg
+
+
+def test_invalid_yaml_is_a_configuration_error(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("organizations: [unclosed")
+    with pytest.raises(ConfigurationError, match="not valid YAML"):
+        load_config(f)
