@@ -60,6 +60,7 @@ def test_user_entitlements_paging_token_in_the_body(sim_rw: Sim, cw_rw: Contract
         u = cw_rw.org.add_user(kind="aad", display_name=f"Bulk {i}", principal_name=f"bulk{i}@fabrikam.example")
         cw_rw.org.set_entitlement(u.storage_key, "stakeholder", audit=False)
     seen: list[str] = []
+    tokens: list[str] = []
     token: str | None = None
     for _ in range(10):
         url = f"{VSAEX}/_apis/userentitlements?{V}" + (f"&continuationToken={quote(token, safe='')}" if token
@@ -72,6 +73,8 @@ def test_user_entitlements_paging_token_in_the_body(sim_rw: Sim, cw_rw: Contract
         if not token:
             break
         assert isinstance(token, str)
+        tokens.append(token)
+    assert tokens, "120+ entitlements must take more than one page"
     assert sorted(seen) == sorted(cw_rw.org.entitlements) and len(seen) == len(set(seen))
 
 
