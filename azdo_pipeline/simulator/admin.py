@@ -1,7 +1,7 @@
 """The simulator's admin API under `/_sim/` (not a real Azure DevOps route; no auth, loopback only).
 
     GET    /_sim/orgs                       organizations with sizes
-    GET    /_sim/{org}/export               ground truth tables (truth.py), JSON
+    GET    /_sim/{org}/export[?tables=a,b]  ground truth tables (truth.py), JSON
     POST   /_sim/{org}/mutations            [op, …] → mutations.apply_ops (scripted changes)
     POST   /_sim/{org}/mutations/random     {count, seed} → mutations.random_ops + apply_ops
     PUT    /_sim/{org}/settings             {auditing_enabled}
@@ -87,6 +87,13 @@ async def export(request: Request) -> Response:
     with w.lock:
         org = _org(w, request.path_params["org"])
         tables = ground_truth(org)
+    wanted = request.query_params.get("tables")
+    if wanted:
+        names = [t.strip() for t in wanted.split(",") if t.strip()]
+        unknown = [t for t in names if t not in tables]
+        if unknown:
+            return bad(f"unknown tables: {', '.join(unknown)}; known: {', '.join(tables)}")
+        tables = {t: tables[t] for t in names}
     return ok(tables)
 
 
@@ -108,11 +115,26 @@ async def mutations(request: Request) -> Response:
     seed = body.get("seed", 0) if isinstance(body, dict) else 0
     if not isinstance(ops, list):
         return bad("expected a JSON list of operations (or {\"ops\": [...]})")
+    try:
+        ops = [_parse_op(op) for op in ops]
+    except (TypeError, ValueError) as e:
+        return bad(f"bad operation: {e}")
     w = world(request)
     with w.lock:
         org = _org(w, request.path_params["org"])
         result = mod.apply_ops(org, ops, random.Random(seed))
     return ok({"applied": len(ops), "result": result})
+
+
+def _parse_op(op: Any) -> dict[str, Any]:
+    """JSON ops carry `at` as ISO 8601 text; mutations.apply_ops compares it with the clock."""
+    if not isinstance(op, dict):
+        raise TypeError(f"each operation must be an object, got {type(op).__name__}")
+    at = op.get("at")
+    if isinstance(at, str):
+        ts = datetime.fromisoformat(at.replace("Z", "+00:00"))
+        op = {**op, "at": ts if ts.tzinfo else ts.replace(tzinfo=UTC)}
+    return op
 
 
 async def mutations_random(request: Request) -> Response:
@@ -161,7 +183,9 @@ async def faults(request: Request) -> Response:
         f.configure(body)
     elif request.method == "DELETE":
         f.configure({})
-    return ok(f.to_json())
+    with w.lock:
+        now = w.clock.now().timestamp()
+    return ok({**f.to_json(), "usage": f.usage_snapshot(now)})
 
 
 async def fault_rule(request: Request) -> Response:

@@ -185,6 +185,13 @@ class Faults:
         with self._lock:
             return self._usage(identity, now)
 
+    def usage_snapshot(self, now: float) -> dict[str, float]:
+        """TSTUs used in the current window, per identity (empty when throttling is off)."""
+        with self._lock:
+            if self.throttle is None:
+                return {}
+            return {k: self._usage(k, now) for k in list(self.usage)}
+
     def _usage(self, identity: str, now: float) -> float:
         assert self.throttle is not None
         q = self.usage.get(identity)

@@ -554,3 +554,25 @@ def test_ado_answers_carry_activity_ids(tiny: TinySim, client_for) -> None:
     assert a.headers["ActivityId"] != b.headers["ActivityId"]
     assert a.headers["X-VSS-E2EID"] == a.headers["ActivityId"]
     assert "ActivityId" not in c.get("/_sim/clock").headers
+
+
+def test_admin_scripted_mutations_with_iso_times(tiny: TinySim, client_for) -> None:
+    c = client_for(tiny.world)
+    target = tiny.world.clock.now() + timedelta(hours=2)
+    later = target.isoformat().replace("+00:00", "Z")
+    r = c.post("/_sim/fabrikam/mutations", json=[{"op": "create_group", "name": "Night Shift", "at": later}])
+    assert r.status_code == 200, r.text
+    assert r.json()["result"][0]["ok"] is True
+    assert any(g.display_name == "Night Shift" for g in tiny.org.groups())
+    assert tiny.world.clock.now() >= target  # the op waited for its time
+    assert c.post("/_sim/fabrikam/mutations", json=[{"op": "x", "at": "not a time"}]).status_code == 400
+
+
+def test_export_selected_tables_and_throttle_usage(tiny: TinySim, client_for) -> None:
+    c = client_for(tiny.world, pat=tiny.pat)
+    assert set(c.get("/_sim/fabrikam/export?tables=projects,teams").json()) == {"projects", "teams"}
+    assert c.get("/_sim/fabrikam/export?tables=nope").status_code == 400
+    c.put("/_sim/faults", json={"throttle": {"budget": 100}})
+    for _ in range(3):
+        c.get(PROJECTS)
+    assert c.get("/_sim/faults").json()["usage"] == {tiny.org.owner_key: 3}
