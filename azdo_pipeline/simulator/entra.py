@@ -382,10 +382,13 @@ def _token_response(request: Request, world: World, store: TokenStore, app: Entr
     if "offline_access" in req.oidc:
         body["refresh_token"] = store.issue_refresh_token(world, client_id=app.client_id, oid=oid).token
     if "openid" in req.oidc:
+        # Wall-clock times, not the simulated clock: msal < 1.38 checks nbf/exp against the real
+        # clock, and tests move the simulated clock ahead by days.
+        wall = datetime.now(UTC)
         claims: dict[str, Any] = {
             "aud": app.client_id, "iss": f"{_base(request)}/{world.tenant_id}/v2.0",
-            "iat": int(now.timestamp()), "nbf": int(now.timestamp()),
-            "exp": int((now + timedelta(hours=1)).timestamp()),
+            "iat": int(wall.timestamp()), "nbf": int(wall.timestamp()),
+            "exp": int((wall + timedelta(hours=1)).timestamp()),
             "oid": oid, "sub": b64url(hashlib.sha256(f"{oid}:{app.client_id}".encode()).hexdigest()[:32]),
             "tid": world.tenant_id, "ver": "2.0", **uc,
         }
