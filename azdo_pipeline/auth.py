@@ -313,8 +313,18 @@ class GraphAppCredential:
 
 # ---- login (once, interactively) ----------------------------------------------------------
 class _RedirectHandler(http.server.BaseHTTPRequestHandler):
+    """Receives the sign-in answer: a form POST (response_mode=form_post, keeps the code out of
+    URLs and browser history) or, from older setups, a GET with the code in the query."""
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(min(length, 1 << 20)).decode("utf-8", "replace")
+        self._answer(parse_qs(body))
+
     def do_GET(self) -> None:
-        query = parse_qs(urlsplit(self.path).query)
+        self._answer(parse_qs(urlsplit(self.path).query))
+
+    def _answer(self, query: dict[str, list[str]]) -> None:
         if "code" in query or "error" in query:
             self.server.auth_response = {k: v[0] for k, v in query.items()}  # type: ignore[attr-defined]
             body = b"<html><body>Signed in. You can close this window.</body></html>"
@@ -355,7 +365,8 @@ def login(settings: OAuthSettings, org: str, *, device_code: bool = False,
         server.timeout = 1.0
         redirect_uri = f"http://localhost:{server.server_address[1]}/"
         try:
-            flow = app.initiate_auth_code_flow([AZURE_DEVOPS_SCOPE], redirect_uri=redirect_uri)
+            flow = app.initiate_auth_code_flow([AZURE_DEVOPS_SCOPE], redirect_uri=redirect_uri,
+                                               response_mode="form_post")
             say(f"Sign in to Azure DevOps ({org}) in your browser:\n{flow['auth_uri']}")
             opener = open_url or webbrowser.open
             threading.Thread(target=opener, args=(flow["auth_uri"],), daemon=True).start()
