@@ -117,13 +117,16 @@ class EntraApp:
                 "allow_public_client": self.allow_public_client}
 
 
-def normalize_scope(scope: str) -> str:
-    """Full form "<resource>/<name>" with canonical resource spelling (Graph's app id → its URI)."""
+def normalize_scope(scope: str, graph_aliases: tuple[str, ...] = ()) -> str:
+    """Full form "<resource>/<name>" with canonical resource spelling (Graph's app id → its URI).
+
+    `graph_aliases`: other resource URIs that mean Microsoft Graph here, i.e. the simulator's own
+    https origin, since it serves Graph too (a client may configure it as its Graph host)."""
     res, _, name = scope.rpartition("/")
     if not res:
         return f"{GRAPH_RESOURCE}/{scope}"
     low = res.lower().rstrip("/")
-    if low in (GRAPH_RESOURCE, GRAPH_APP_ID):
+    if low in (GRAPH_RESOURCE, GRAPH_APP_ID, *graph_aliases):
         return f"{GRAPH_RESOURCE}/{name}"
     if low == ADO_RESOURCE:
         return f"{ADO_RESOURCE}/{name}"
@@ -284,7 +287,11 @@ class ScopeRequest:
     oidc: frozenset[str]  # openid, profile, offline_access, email
 
 
-def parse_scope(world: World, scope: str | None) -> ScopeRequest:
+def graph_aliases(request: Request) -> tuple[str, ...]:
+    return (f"https://{request.url.netloc}".lower(),)
+
+
+def parse_scope(world: World, scope: str | None, aliases: tuple[str, ...] = ()) -> ScopeRequest:
     """Split a v2 `scope` parameter into one resource's permissions plus OIDC scopes."""
     if not scope or not scope.split():
         raise EntraError(400, "invalid_request", 900144,
@@ -295,7 +302,7 @@ def parse_scope(world: World, scope: str | None) -> ScopeRequest:
         if item.lower() in OIDC_SCOPES:
             oidc.add(item.lower())
             continue
-        full = normalize_scope(item)
+        full = normalize_scope(item, aliases)
         res, _, name = full.rpartition("/")
         if res == ADO_RESOURCE:
             if name not in (".default", "user_impersonation") and not _VSO.match(name):
@@ -511,7 +518,7 @@ async def authorize(request: Request) -> Response:
         mode = q.get("response_mode", "query")
         try:
             _authorize_checks(w, app, q)
-            req = parse_scope(w, q.get("scope"))
+            req = parse_scope(w, q.get("scope"), graph_aliases(request))
             oid = app.signed_in_user or default_user(w)
             if oid is None:
                 raise EntraError(400, "login_required", 50058,
@@ -680,7 +687,7 @@ def _grant_client_credentials(request: Request, w: World, store: TokenStore, app
                          f"Application '{app.client_id}' is requesting a token for itself. The "
                          "client credentials flow needs a tenant-specific authority, not "
                          f"'{tenant}'.")
-    req = parse_scope(w, scope)
+    req = parse_scope(w, scope, graph_aliases(request))
     if len(items) != 1 or req.names != {".default"} or req.oidc:
         raise EntraError(400, "invalid_scope", 1002012,
                          f"The provided value for scope {scope} is not valid. Client credential flows "
@@ -735,7 +742,7 @@ def _grant_authorization_code(request: Request, w: World, store: TokenStore, app
         raise EntraError(400, "invalid_grant", 501481,
                          "The Code_Verifier does not match the code_challenge supplied in the "
                          "authorization request.")
-    req = parse_scope(w, form.get("scope") or rec.scope)
+    req = parse_scope(w, form.get("scope") or rec.scope, graph_aliases(request))
     names = delegated_grant(app, req)
     return _token_response(request, w, store, app, rec.oid, req, names, nonce=rec.nonce,
                            client_info=form.get("client_info") == "1")
@@ -760,7 +767,7 @@ def _grant_refresh_token(request: Request, w: World, store: TokenStore, app: Ent
                                           "with it.")
     if w.clock.now() >= rec.expires:
         raise _expired_grant()
-    req = parse_scope(w, form.get("scope"))
+    req = parse_scope(w, form.get("scope"), graph_aliases(request))
     names = delegated_grant(app, req)
     rec.used = True
     # Rotation: the response always carries a new refresh token.
@@ -797,7 +804,7 @@ def _grant_device_code(request: Request, w: World, store: TokenStore, app: Entra
             raise EntraError(400, "authorization_pending", 70016,
                              "OAuth 2.0 device flow error. Authorization is pending. Continue polling.")
     rec.redeemed = True
-    req = parse_scope(w, rec.scope)
+    req = parse_scope(w, rec.scope, graph_aliases(request))
     names = delegated_grant(app, req)
     return _token_response(request, w, store, app, rec.approved_oid, req, names,
                            client_info=form.get("client_info") == "1")
@@ -836,7 +843,7 @@ async def devicecode(request: Request) -> Response:
                                  "The request body must contain the following parameter: "
                                  "'client_assertion' or 'client_secret'.")
             scope = str(form.get("scope") or "")
-            parse_scope(w, scope)
+            parse_scope(w, scope, graph_aliases(request))
             rec = store.issue_device_code(w, client_id=app.client_id, scope=scope)
         except EntraError as e:
             return e.response(request)

@@ -124,6 +124,16 @@ def test_client_credentials_graph_token_reads_and_writes_members(sim_server) -> 
     assert removed.status_code == 204
 
 
+def test_simulator_origin_works_as_the_graph_host(sim_server) -> None:
+    """A client configured with graph_host = the simulator's base URL asks for `<base>/.default`."""
+    app = new_app(sim_server)
+    r = cca(sim_server, app).acquire_token_for_client(scopes=[f"{sim_server.base_url}/.default"])
+    assert "access_token" in r, r
+    resp = session(sim_server).get(f"{sim_server.base_url}/v1.0/groups/{entra_group(sim_server)}/members",
+                                   headers=bearer(r["access_token"]))
+    assert resp.status_code == 200, resp.text
+
+
 def test_client_credentials_ado_token_is_accepted_by_azure_devops(sim_server) -> None:
     app = sp_app(sim_server)
     r = cca(sim_server, app).acquire_token_for_client(scopes=[ADO_DEFAULT])
