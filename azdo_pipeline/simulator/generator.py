@@ -68,10 +68,10 @@ SIZES: dict[str, SizeSpec] = {
                        custom_groups_per_project=1.2, extra_teams_per_project=1.5, projects_per_user=3.0,
                        admins=6, audit_events=1_500),
     "large": SizeSpec(users=20_000, projects=500, service_principals=60, entra_groups=120, org_groups=50,
-                      custom_groups_per_project=1.2, extra_teams_per_project=1.5, projects_per_user=6.0,
+                      custom_groups_per_project=1.2, extra_teams_per_project=1.5, projects_per_user=6.5,
                       admins=12, audit_events=3_000),
     "xl": SizeSpec(users=100_000, projects=3_000, service_principals=200, entra_groups=400, org_groups=150,
-                   custom_groups_per_project=1.2, extra_teams_per_project=1.2, projects_per_user=8.5,
+                   custom_groups_per_project=1.2, extra_teams_per_project=1.2, projects_per_user=10.0,
                    admins=20, audit_events=5_000),
 }
 
@@ -395,7 +395,8 @@ class _Builder:
         for user in self.humans:
             if user.descriptor in entra_only:
                 continue
-            m = max(1, min(n_proj, 1 + _long_tail(rng, spec.projects_per_user - 1, n_proj)))
+            # Long-tailed, but even the busiest person works directly in at most ~50 projects.
+            m = max(1, min(n_proj, 1 + _long_tail(rng, spec.projects_per_user - 1, 49)))
             chosen: list[str] = []
             for _ in range(m * 2):  # bounded retries for distinct projects
                 pid = popularity.pick(rng)
