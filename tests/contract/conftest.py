@@ -64,6 +64,7 @@ def build_contract_world(seed: int = 11) -> ContractWorld:
     org.set_entitlement(member.storage_key, "advanced")
     org.set_entitlement(guest.storage_key, "stakeholder")
     org.set_entitlement(msa.storage_key, "express", last_accessed=now - timedelta(hours=3))
+    org.set_entitlement(sp.storage_key, "express")
     project = org.create_project("Fabrikam-Fiber-Git", description="Git projects", actor_key=owner.storage_key)
     org.create_project("Fabrikam-Fiber-TFVC", description="Team Foundation Version Control projects.",
                        actor_key=owner.storage_key)

@@ -59,3 +59,17 @@ def test_audit_membership_event_carries_identity_ids(sim_rw: Sim, cw_rw: Contrac
     for e in adds:
         assert e["data"]["GroupId"] in keys and e["data"]["MemberId"] in keys
         assert e["category"] == "modify" and e["area"] == "Group"
+
+
+def test_audit_actions(sim: Sim) -> None:
+    body = sim.json_ok("GET", f"{AUDIT}/_apis/audit/actions?{V}")
+    assert_contract("audit", "Actions_List", body)
+    ids = {a["actionId"] for a in body["value"]}
+    # the actions the sync reads (behaviour doc §5); there is no Group.DeleteGroups
+    assert {"Group.UpdateGroupMembership.Add", "Group.UpdateGroupMembership.Remove", "Group.CreateGroups",
+            "Group.UpdateGroups.Delete", "Licensing.Assigned", "Licensing.Removed",
+            "Project.CreateCompleted"} <= ids
+    assert "Group.DeleteGroups" not in ids
+    security = sim.json_ok("GET", f"{AUDIT}/_apis/audit/actions?areaName=Security&{V}")
+    assert_contract("audit", "Actions_List", security)
+    assert security["value"] and {a["area"] for a in security["value"]} == {"Security"}

@@ -16,7 +16,7 @@ AREA = "mem"
 D2 = "D2 docs/spec-deviations.md"
 D11 = "D11 docs/spec-deviations.md: metaType optional on GraphUser"
 D13 = "D13 docs/spec-deviations.md: dateCreated"
-LINKS_FINDING = "checked by test_user_links_match_the_entitlement_examples (docs/spec-deviations.md §5 F1)"
+LINKS_FINDING = "F1 docs/spec-deviations.md §5 (test_user_links_match_the_entitlement_examples)"
 
 
 def _get_examples() -> list[dict[str, Any]]:
@@ -50,7 +50,8 @@ def test_user_entitlements_list(sim: Sim, cw: ContractWorld) -> None:
                     allow_extra={**items["allow_extra"], **members["allow_extra"]},
                     skip={**items["skip"], **members["skip"]})
     ids = {e["id"] for e in body["items"]}
-    assert ids == set(cw.org.entitlements)
+    users = {k for k in cw.org.entitlements if cw.org.by_storage_key(k).subject_kind == "user"}
+    assert users <= ids <= set(cw.org.entitlements)  # whether service principals are listed too is UNVERIFIED
     assert body["totalCount"] == len(ids)
 
 
@@ -75,7 +76,8 @@ def test_user_entitlements_paging_token_in_the_body(sim_rw: Sim, cw_rw: Contract
         assert isinstance(token, str)
         tokens.append(token)
     assert tokens, "120+ entitlements must take more than one page"
-    assert sorted(seen) == sorted(cw_rw.org.entitlements) and len(seen) == len(set(seen))
+    users = {k for k in cw_rw.org.entitlements if cw_rw.org.by_storage_key(k).subject_kind == "user"}
+    assert users <= set(seen) <= set(cw_rw.org.entitlements) and len(seen) == len(set(seen))
 
 
 @pytest.mark.parametrize("who", ["owner", "guest", "msa"])
@@ -127,3 +129,25 @@ def test_user_entitlement_add_failure_is_http_200(sim_rw: Sim, cw_rw: ContractWo
     assert body["isSuccess"] is False and body["operationResult"]["isSuccess"] is False
     (err,) = body["operationResult"]["errors"]
     assert err["key"] == 5000 and isinstance(err["value"], str)
+
+
+def _sp_entitlement(sim: Sim, cw: ContractWorld) -> dict[str, Any]:
+    return sim.json_ok("GET", f"{VSAEX}/_apis/serviceprincipalentitlements/{cw.sp.storage_key}"
+                              "?api-version=7.1-preview.1")
+
+
+def test_service_principal_entitlement_get(sim: Sim, cw: ContractWorld) -> None:
+    body = _sp_entitlement(sim, cw)
+    assert_contract(AREA, "Service Principal Entitlements_Get", body, allow_undeclared=["$.extensions"],  # E12
+                    skip={"$.servicePrincipal._links": LINKS_FINDING, "$.servicePrincipal.url": LINKS_FINDING},
+                    allow_missing={"$.servicePrincipal.metaType": "F3 docs/spec-deviations.md §5 (xfail below)"})
+    assert body["id"] == cw.sp.storage_key and body["servicePrincipal"]["descriptor"] == cw.sp.descriptor
+
+
+@pytest.mark.xfail(strict=True, reason="routes_entitlements.py: ServicePrincipalEntitlement.servicePrincipal lacks "
+                   "`metaType: \"application\"`, which the official example (ServicePrincipalEntitlements/"
+                   "GET__…ServicePrincipalEntitlementById.json) carries")
+def test_service_principal_entitlement_meta_type(sim: Sim, cw: ContractWorld) -> None:
+    body = _sp_entitlement(sim, cw)
+    assert_contract(AREA, "Service Principal Entitlements_Get", body, allow_undeclared=["$.extensions"],
+                    skip={"$.servicePrincipal._links": LINKS_FINDING, "$.servicePrincipal.url": LINKS_FINDING})
