@@ -387,7 +387,7 @@ class AuthMiddleware:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fault_response(kind: str, status: int, body: Any, throttled: bool) -> Response:
+def _fault_response(kind: str, status: int, body: Any) -> Response:
     if body is not None:
         if isinstance(body, str):
             return PlainTextResponse(body, status_code=status)
@@ -401,14 +401,19 @@ def _fault_response(kind: str, status: int, body: Any, throttled: bool) -> Respo
         return JSONResponse({"error": "temporarily_unavailable",
                              "error_description": "AADSTS50196: The server is temporarily unavailable."},
                             status_code=status)
-    if throttled:
+    if status == 429:
         return ado_error(429, faults_mod.throttle_error_body(), "RequestBlockedException",
                          type_name="Microsoft.TeamFoundation.Framework.Server.RequestBlockedException, "
                                    "Microsoft.TeamFoundation.Framework.Server")
-    if status == 429:
-        return ado_error(429, faults_mod.throttle_error_body(), "RequestBlockedException")
-    return ado_error(status, "The service is temporarily unavailable. Please try again later.",
-                     "ServiceUnavailableException", event_id=3000)
+    if status == 503:
+        return ado_error(503, "The service is temporarily unavailable. Please try again later.",
+                         "ServiceUnavailableException")
+    if status == 401:
+        return ado_error(401, _unauthorized_message(None), "UnauthorizedRequestException")
+    if status >= 500:
+        return ado_error(status, "VS402345: An unexpected error occurred (simulated fault).",
+                         "InternalServerErrorException")
+    return ado_error(status, f"Simulated fault: HTTP {status}.", "ArgumentException")
 
 
 class FaultMiddleware:
@@ -437,7 +442,7 @@ class FaultMiddleware:
             await faults_mod.drop_connection(send)
             return
         if d.status is not None:
-            resp = _fault_response(kind, d.status, d.body, d.throttled)
+            resp = _fault_response(kind, d.status, d.body)
             for k, v in d.headers.items():
                 resp.headers[k] = v
             await resp(scope, receive, send)

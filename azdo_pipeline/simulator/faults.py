@@ -37,6 +37,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from starlette.types import Send
 
 from .state import World
@@ -307,15 +308,23 @@ def throttle_error_body(resource: str = RESOURCE, namespace: str = NAMESPACE) ->
             f"resource '{resource}' in namespace '{namespace}'.")
 
 
-async def drop_connection(send: Send) -> None:
-    """Promise a body longer than we send, then stop: the client sees an incomplete read.
+class DroppedConnection(httpx.RemoteProtocolError):
+    """A connection the fault layer cut mid-response.
 
-    The server (uvicorn) closes the connection when the app returns mid-response.
+    Over a real server, uvicorn closes the socket when the app raises after the response started, so
+    the client sees an incomplete body (httpx.RemoteProtocolError). In process (httpx.ASGITransport)
+    the exception itself reaches the client, with the same type a real drop has.
     """
+
+
+async def drop_connection(send: Send) -> None:
+    """Promise a body longer than we send, then stop: the client sees an incomplete read."""
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json; charset=utf-8"),
                             (b"content-length", b"4096")]})
     await send({"type": "http.response.body", "body": b'{"count":12,"value":[', "more_body": True})
+    raise DroppedConnection("peer closed connection without sending complete message body "
+                            "(simulated connection drop)")
 
 
 async def sleep(seconds: float) -> None:
@@ -323,5 +332,5 @@ async def sleep(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-__all__ = ["Decision", "Faults", "Rule", "Throttle", "drop_connection", "faults_of", "sleep",
+__all__ = ["Decision", "DroppedConnection", "Faults", "Rule", "Throttle", "drop_connection", "faults_of", "sleep",
            "throttle_error_body"]

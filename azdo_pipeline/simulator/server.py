@@ -30,10 +30,13 @@ log = logging.getLogger(__name__)
 
 
 class _DropFilter(logging.Filter):
-    """Silence uvicorn's error line for connections the fault layer drops on purpose."""
+    """Silence uvicorn's error log for connections the fault layer drops on purpose."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "returned without completing response" not in record.getMessage()
+        from .faults import DroppedConnection
+
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, DroppedConnection)
 
 
 _drop_filter = _DropFilter()

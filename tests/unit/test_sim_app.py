@@ -576,3 +576,11 @@ def test_export_selected_tables_and_throttle_usage(tiny: TinySim, client_for) ->
     for _ in range(3):
         c.get(PROJECTS)
     assert c.get("/_sim/faults").json()["usage"] == {tiny.org.owner_key: 3}
+
+
+def test_in_process_drop_is_a_remote_protocol_error(tiny: TinySim, client_for) -> None:
+    c = client_for(tiny.world)
+    tiny.world.faults.configure({"rules": [{"path": "resourceareas", "count": 1, "drop": True}]})
+    with pytest.raises(httpx.RemoteProtocolError):
+        _areas(c)
+    assert _areas(c).status_code == 200
