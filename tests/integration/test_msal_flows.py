@@ -10,6 +10,8 @@ The tokens then go to Azure DevOps and Microsoft Graph routes of the same server
 
 from __future__ import annotations
 
+import html
+import re
 import threading
 import time
 from datetime import timedelta
@@ -202,6 +204,20 @@ def test_auth_code_with_pkce_gives_a_delegated_ado_token(sim_server) -> None:
     assert [a["home_account_id"] for a in accounts] == [f"{owner.origin_id}.{world.tenant_id}"]
     resp = ado_users(sim_server, r["access_token"])
     assert resp.status_code == 200, resp.text
+
+
+def test_auth_code_with_form_post_response_mode(sim_server) -> None:
+    """What `azdo-pipeline login` uses: the browser POSTs code and state to the redirect URI."""
+    app = new_app(sim_server)
+    client = cca(sim_server, app)
+    flow = client.initiate_auth_code_flow([ADO_SCOPE], redirect_uri=REDIRECT, response_mode="form_post")
+    page = session(sim_server).get(flow["auth_uri"], allow_redirects=False)
+    assert page.status_code == 200, page.text
+    assert html.unescape(re.search(r'action="([^"]+)"', page.text).group(1)) == REDIRECT
+    posted = {html.unescape(k): html.unescape(v) for k, v in re.findall(r'name="([^"]+)" value="([^"]*)"', page.text)}
+    r = client.acquire_token_by_auth_code_flow(flow, posted)
+    assert "access_token" in r, r
+    assert ado_users(sim_server, r["access_token"]).status_code == 200
 
 
 def test_silent_refresh_rotates_the_refresh_token(sim_server) -> None:
