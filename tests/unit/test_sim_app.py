@@ -584,3 +584,15 @@ def test_in_process_drop_is_a_remote_protocol_error(tiny: TinySim, client_for) -
     with pytest.raises(httpx.RemoteProtocolError):
         _areas(c)
     assert _areas(c).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_async_asgi_client_fixture(async_asgi_client: httpx.AsyncClient, tiny: TinySim) -> None:
+    r = await async_asgi_client.get(PROJECTS)
+    assert r.status_code == 200 and r.json()["count"] == len(tiny.org.projects)
+
+
+def test_asgi_client_fixture(asgi_client: httpx.Client, tiny: TinySim) -> None:
+    r = asgi_client.get("https://vssps.dev.azure.com/fabrikam/_apis/graph/users?api-version=7.1-preview.1")
+    assert r.status_code == 200
+    assert r.json()["value"][0]["url"].startswith("https://vssps.dev.azure.com/fabrikam/")
