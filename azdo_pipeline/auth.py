@@ -340,15 +340,22 @@ class _RedirectHandler(http.server.BaseHTTPRequestHandler):
         return
 
 
-def login(settings: OAuthSettings, org: str, *, device_code: bool = False,
+def login(settings: Any, org: str | None = None, *, device_code: bool = False,
           open_url: Callable[[str], Any] | None = None, say: Callable[[str], Any] = print,
-          port: int = 0, timeout: float = 300.0,
+          port: int = 0, timeout: float = 300.0, environ: Mapping[str, str] | None = None,
           app_factory: Callable[..., Any] = build_msal_app) -> Path:
     """Log in once for `org` and store the msal token cache; returns the cache path.
 
-    Authorization code (default): listens on 127.0.0.1 for the redirect, opens (and prints) the
-    sign-in URL. device_code=True prints a code to enter on another machine instead.
+    settings: OAuthSettings, or an OrganizationConfig with auth.method oauth (org defaults to its
+    name; the client secret is read from its environment variable).
+    Authorization code (default): listens on 127.0.0.1 for the redirect (response_mode=form_post),
+    opens (and prints) the sign-in URL. device_code=True prints a code to enter on another machine.
     """
+    if not isinstance(settings, OAuthSettings):
+        org = org or settings.name
+        settings = oauth_settings(settings, environ)
+    if not org:
+        raise ConfigurationError("login needs the organization name")
     cache_file = TokenCacheFile(settings.token_cache or default_token_cache(org))
     if device_code:
         app = app_factory(settings, cache=cache_file.cache, public=True)
@@ -419,3 +426,6 @@ def credential_from_config(org: Any, environ: Mapping[str, str] | None = None) -
     if isinstance(org.auth, PatAuth):
         return PatCredential.from_env(org.auth.pat_env, environ)
     return OAuthCredential(oauth_settings(org, environ), org.name)
+
+
+credential_for = credential_from_config  # the name the Dagster resource layer uses

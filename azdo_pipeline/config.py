@@ -79,6 +79,9 @@ class OrganizationConfig:
         return Path.home() / ".azdo-pipeline" / f"{self.name}.msal.json"
 
 
+OrgConfig = OrganizationConfig  # short alias used by the Dagster resource layer
+
+
 @dataclass(frozen=True)
 class SimulatorSettings:
     """The bundled simulator: `embedded` starts it in-process (the default configuration)."""
