@@ -155,7 +155,7 @@ class SimulatorServer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self._requested_port))
-        sock.listen(128)
+        sock.listen(1024)
         sock.setblocking(False)
         self._sock = sock
         self.port = sock.getsockname()[1]
@@ -163,8 +163,10 @@ class SimulatorServer:
         if self.tls:
             _, pem = self._make_certs()
             kwargs.update(ssl_certfile=pem, ssl_keyfile=pem)
+        # keep-alive well above uvicorn's 5 s default: a pooled client must not race an idle close
         config = uvicorn.Config(app, log_level=self._log_level, access_log=self._access_log,
-                                lifespan="off", timeout_graceful_shutdown=2, **kwargs)
+                                lifespan="off", timeout_graceful_shutdown=2, timeout_keep_alive=120,
+                                **kwargs)
         logging.getLogger("uvicorn.error").addFilter(_drop_filter)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
