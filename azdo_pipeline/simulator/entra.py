@@ -55,7 +55,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -517,7 +517,7 @@ async def authorize(request: Request) -> Response:
         state = q.get("state")
         mode = q.get("response_mode", "query")
         try:
-            _authorize_checks(w, app, q)
+            _authorize_checks(q)
             req = parse_scope(w, q.get("scope"), graph_aliases(request))
             oid = app.signed_in_user or default_user(w)
             if oid is None:
@@ -540,11 +540,11 @@ async def authorize(request: Request) -> Response:
         params = {"code": code.code}
         if state is not None:
             params["state"] = state
-        params["session_state"] = str(uuid.UUID(bytes=hashlib.md5(oid.encode()).digest()))
+        params["session_state"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"session:{oid}"))
         return _redirect(redirect_uri, params, mode)
 
 
-def _authorize_checks(w: World, app: EntraApp, q: Any) -> None:
+def _authorize_checks(q: Any) -> None:
     rt = q.get("response_type")
     if not rt:
         raise EntraError(400, "invalid_request", 900144,
@@ -609,7 +609,9 @@ def _client_secret(request: Request, form: Any) -> tuple[str | None, str | None]
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("basic "):
         try:
-            user, _, pw = base64.b64decode(auth[6:].strip()).decode().partition(":")
+            # RFC 6749 §2.3.1: both parts are form-urlencoded before Basic encoding
+            user, _, pw = (unquote_plus(x) for x in
+                           base64.b64decode(auth[6:].strip()).decode().partition(":"))
         except (ValueError, UnicodeDecodeError):
             user, pw = "", ""
         cid = cid or user or None
@@ -624,7 +626,7 @@ def _authenticate_client(w: World, app: EntraApp, secret: str | None, *, confide
                              "The request body must contain the following parameter: 'client_assertion' "
                              "or 'client_secret'.")
         return
-    if not secrets.compare_digest(secret, app.client_secret):
+    if not secrets.compare_digest(secret.encode(), app.client_secret.encode()):
         raise EntraError(401, "invalid_client", 7000215,
                          "Invalid client secret provided. Ensure the secret being sent in the request is "
                          "the client secret value, not the client secret ID, for a secret added to app "
@@ -701,8 +703,8 @@ def _pkce_ok(verifier: str | None, challenge: str, method: str | None) -> bool:
         return False
     if method == "S256":
         digest = hashlib.sha256(verifier.encode("ascii", "replace")).digest()
-        return secrets.compare_digest(base64.urlsafe_b64encode(digest).decode().rstrip("="), challenge)
-    return secrets.compare_digest(verifier, challenge)
+        return secrets.compare_digest(base64.urlsafe_b64encode(digest).rstrip(b"="), challenge.encode())
+    return secrets.compare_digest(verifier.encode(), challenge.encode())
 
 
 def _expired_grant() -> EntraError:

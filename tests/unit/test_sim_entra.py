@@ -515,3 +515,9 @@ def test_authorize_form_post_and_logout(client, world, app) -> None:
     out = client.get(f"/{world.tenant_id}/oauth2/v2.0/logout", params={"post_logout_redirect_uri": REDIRECT},
                      follow_redirects=False)
     assert out.status_code == 302 and out.headers["location"] == REDIRECT
+
+
+def test_non_ascii_secret_and_verifier_are_plain_mismatches(client, world, app) -> None:
+    assert_entra_error(cc(client, world, app, client_secret="sécret"), 401, "invalid_client", 7000215)
+    code = get_code(client, world, app, code_challenge="défi", code_challenge_method="plain")
+    assert_entra_error(redeem(client, world, app, code, code_verifier="vérifier"), 400, "invalid_grant", 501481)
