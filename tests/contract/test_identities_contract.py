@@ -66,3 +66,15 @@ def test_identities_examples_cover_what_we_compare_with() -> None:
     exs = spec.examples_for("ims", OP)
     assert len(exs) == 5
     assert any(i.get("isContainer") for ex in exs for i in ex.body["value"])
+
+
+def test_identity_batch_answers_like_the_read(sim: Sim, cw: ContractWorld) -> None:
+    """POST identitybatch is not in the specs (behaviour doc §4.2); it returns the same Identity list,
+    so it is held to the Identities_Read schema and examples."""
+    keys = [cw.team.id, cw.member.storage_key]
+    body = sim.json_ok("POST", f"{VSSPS}/_apis/identitybatch?api-version=7.1-preview.1",
+                       json={"identityIds": keys, "queryMembership": "Direct"})
+    _check(body)
+    assert [i["id"] for i in body["value"]] == keys
+    read = _read(sim, f"identityIds={','.join(keys)}&queryMembership=Direct")
+    assert body == read
