@@ -1,0 +1,127 @@
+"""Entry points: raw tables of one organization's snapshot → the access-graph tables.
+
+`build_access_graph(raw)` returns every derived table in memory. `write_access_graph(raw, open_writer)`
+streams the three large ones (effective_grants, access_by_principal, principals_by_project) chunk
+by chunk into writers instead, so peak memory does not grow with their size. Per-table functions
+accept either the raw tables or a `GraphIndex` (compile once with `GraphIndex.from_raw` when
+calling several).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from . import closure, effective, grants, resources, views
+from .index import GraphIndex
+from .schemas import DERIVED_TABLES, MEMBERSHIP_CYCLES
+
+Source = GraphIndex | Mapping[str, pa.Table]
+STREAMED = ("effective_grants", "access_by_principal", "principals_by_project")
+
+
+def compile_graph(src: Source, organization: str | None = None) -> GraphIndex:
+    return src if isinstance(src, GraphIndex) else GraphIndex.from_raw(src, organization)
+
+
+def resource_types_table() -> pa.Table:
+    return resources.resource_types_table()
+
+
+def resources_table(src: Source, *, organization: str | None = None) -> pa.Table:
+    return compile_graph(src, organization).resources
+
+
+def entitlements_table(src: Source, *, organization: str | None = None) -> pa.Table:
+    return compile_graph(src, organization).catalogue.table
+
+
+def grants_table(src: Source, *, organization: str | None = None) -> pa.Table:
+    return grants.grants_table(compile_graph(src, organization))
+
+
+def effective_grants_table(src: Source, *, organization: str | None = None) -> pa.Table:
+    return effective.effective_grants_table(compile_graph(src, organization))
+
+
+def access_by_principal_table(src: Source, *, organization: str | None = None) -> pa.Table:
+    return views.access_by_principal_table(compile_graph(src, organization))
+
+
+def principals_by_project_table(src: Source, *, organization: str | None = None) -> pa.Table:
+    return views.principals_by_project_table(compile_graph(src, organization))
+
+
+def membership_cycles_table(src: Source, *, organization: str | None = None) -> pa.Table:
+    """Circular group memberships (an asset check warns when this is not empty)."""
+    ix = compile_graph(src, organization)
+    names = ix.nodes
+    rows = []
+    for i, (members, example) in enumerate(closure.cycles(ix.group_closure)):
+        rows.append({"cycle_id": i, "size": len(members), "group_ids": names.take(members).to_pylist(),
+                     "example": names.take(example).to_pylist()})
+    return pa.Table.from_pylist(rows, schema=MEMBERSHIP_CYCLES)
+
+
+def find_cycles(src: Source, *, organization: str | None = None) -> list[list[str]]:
+    """Example cycles as lists of descriptors (each a direct member of the next; last == first)."""
+    return membership_cycles_table(src, organization=organization)["example"].to_pylist()
+
+
+def iter_streamed_batches(ix: GraphIndex) -> Iterator[tuple[str, pa.RecordBatch]]:
+    """(table, batch) for the three large tables, one closure pass, chunk by chunk."""
+    for rows in effective.iter_effective(ix):
+        yield "effective_grants", effective.effective_batch(ix, rows)
+        yield "access_by_principal", views.access_by_principal_batch(ix, rows)
+        yield "principals_by_project", views.principals_by_project_batch(ix, rows)
+
+
+def small_tables(ix: GraphIndex) -> dict[str, pa.Table]:
+    return {"resource_types": resource_types_table(), "resources": ix.resources,
+            "entitlements": ix.catalogue.table, "grants": grants.grants_table(ix),
+            "membership_cycles": membership_cycles_table(ix)}
+
+
+def build_access_graph(raw: Source, *, organization: str | None = None) -> dict[str, pa.Table]:
+    """Every derived table (keys and order as `schemas.DERIVED_TABLES`).
+
+    organization: the partition's organization name (the `organization` resource id); may be
+    omitted when the raw organizations table names exactly one organization.
+    """
+    ix = compile_graph(raw, organization)
+    batches: dict[str, list[pa.RecordBatch]] = {name: [] for name in STREAMED}
+    for name, batch in iter_streamed_batches(ix):
+        batches[name].append(batch)
+    tables = small_tables(ix)
+    for name in STREAMED:
+        tables[name] = pa.Table.from_batches(batches[name], schema=DERIVED_TABLES[name])
+    return {name: tables[name] for name in DERIVED_TABLES}
+
+
+class TableSink(Protocol):
+    def write_table(self, table: pa.Table) -> Any: ...
+
+
+def write_access_graph(raw: Source, open_writer: Callable[[str, pa.Schema], Any], *,
+                       organization: str | None = None) -> dict[str, int]:
+    """Stream every derived table into writers; returns row counts.
+
+    open_writer(name, schema) must return a context manager whose value has `write_table(table)`,
+    e.g. `lambda name, schema: store.writer(name, schema, org, snapshot)`.
+    """
+    ix = compile_graph(raw, organization)
+    counts = dict.fromkeys(DERIVED_TABLES, 0)
+    with ExitStack() as stack:
+        sinks: dict[str, TableSink] = {name: stack.enter_context(open_writer(name, schema))
+                                       for name, schema in DERIVED_TABLES.items()}
+        for name, table in small_tables(ix).items():
+            sinks[name].write_table(table)
+            counts[name] = table.num_rows
+        for name, batch in iter_streamed_batches(ix):
+            if batch.num_rows:
+                sinks[name].write_table(pa.Table.from_batches([batch]))
+                counts[name] += batch.num_rows
+    return counts
