@@ -161,3 +161,13 @@ def test_service_principal_links_match_the_entitlement_example(sim: Sim, cw: Con
     body = _sp_entitlement(sim, cw)
     assert_contract(AREA, "Service Principal Entitlements_Get", body, allow_undeclared=["$.extensions"],
                     allow_missing={"$.servicePrincipal.metaType": "F3 docs/spec-deviations.md §5"})
+
+
+def test_user_entitlement_delete(sim_rw: Sim, cw_rw: ContractWorld) -> None:
+    """`User Entitlements_Delete` documents 200 without a body and has no example; Graph deletes answer
+    204 in their examples (Users/DeleteUserAAD.json), so either 2xx is accepted, always without a body."""
+    key = cw_rw.guest.storage_key
+    r = sim_rw.request("DELETE", f"{VSAEX}/_apis/userentitlements/{key}?{V}")
+    assert r.status_code in (200, 204) and r.content == b"", (r.status_code, r.text)
+    assert key not in cw_rw.org.entitlements
+    assert sim_rw.get(f"{VSAEX}/_apis/userentitlements/{key}?{V}").status_code == 404
