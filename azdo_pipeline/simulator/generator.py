@@ -473,7 +473,7 @@ class _Builder:
     # ---- entitlements ------------------------------------------------------------------
     def make_entitlements(self) -> None:
         rng, org = self.rng, self.org
-        stale = self.history_start  # last access is relative to the anchor
+        stale = self.history_start  # latest "stale" access: 120 days before the anchor (> 90 days)
         for i, user in enumerate(self.humans):
             created = self.org_created + timedelta(minutes=5) if i == 0 else \
                 _between(rng, self.org_created, self.history_start, skew=1.4)
@@ -505,7 +505,7 @@ class _Builder:
             elif a < 0.80:
                 ent.last_accessed = self.anchor - timedelta(days=30 + rng.random() * 60)
             else:  # stale: more than 90 days ago, after creation
-                ent.last_accessed = _between(rng, created, min(stale, self.anchor - timedelta(days=91)))
+                ent.last_accessed = _between(rng, created, stale)
             if ent.last_accessed != NEVER and ent.last_accessed < created:
                 ent.last_accessed = created
 
@@ -527,6 +527,7 @@ class _Builder:
         # Scripted removals can leave someone in no group; an admin puts them back (audited), so
         # every user keeps at least one direct membership.
         self.clock.set(self.anchor - timedelta(minutes=30))
+        self.world.settle()  # Entra changes from the history are visible by now (delay: minutes)
         live = [p for p in org.project_order if p in org.projects]
         for d in list(org.user_order):
             if not org.up.get(d) and live:

@@ -135,8 +135,11 @@ def _require(op: dict, *keys: str) -> None:
 
 
 def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) -> list[dict]:
-    """Apply `ops` in order; one result dict per op (see the module docstring)."""
-    rng = rng or random.Random(0)
+    """Apply `ops` in order; one result dict per op (see the module docstring).
+
+    `rng` is accepted for symmetry with `random_ops`; every op is fully specified, so applying a
+    script is deterministic and does not draw from it. New ids come from `world.new_guid()`."""
+    del rng
     world = org.world
     resolve = _Resolver(org)
     results: list[dict] = []
