@@ -2,26 +2,23 @@
 
 Public API (used by the route contract tests):
 
-    spec(area) -> Spec                     one loaded spec file (cached)
-    operation(area, key) -> Operation      key: operationId, or (method, url_path[, api_version])
-    validate(area, key, body) -> list[str] readable schema errors (empty list = valid)
-    assert_valid(area, key, body)          the same, raising AssertionError with every error
-    examples(area=None) -> list[Example]   every official example with the operation it belongs to
+    spec(area) -> Spec                      one loaded spec file (cached); areas: see AREAS
+    operation(area, key) -> Operation       key: operationId, or (method, url_path[, api_version]);
+                                            .template, .api_version, .status, .response_headers, .wrapped
+    validate(area, key, body, strict=True, allow_undeclared=()) -> list[str]
+                                            readable errors ("$.value[0].id: format: 'x' is not a uuid");
+                                            [] = valid. strict also reports keys no definition declares
+    assert_valid(area, key, body, ...)      the same, raising AssertionError listing every error
+    findings(area, key, body) -> [Finding]  the structured form (path, kind, detail)
+    examples(area=None) / examples_for(area, operation_id) -> [Example]
+                                            every official example with its operation, 2xx status, body
+    example_findings(example) -> [Finding]  an example checked against its own operation (normalized)
 
-Conversion rules (Swagger 2.0 `definitions` -> JSON Schema 2020-12), also in docs/spec-deviations.md:
-
-- `#/definitions/X` refs become `#/$defs/X`; `allOf`, `properties`, `items`, `enum`, `type` are kept.
-- `additionalProperties` is kept where the spec gives it; where it is absent extra keys are allowed,
-  because that is the Swagger 2.0 default (the shape comparison in shape.py is what pins key sets).
-- Formats: `date-time` (RFC 3339) and `uuid` are checked; the .NET type names the generator put in
-  `format` (int32, JTokenType, CultureInfo, …) are dropped.
-- Nulls: the specs never list `required` properties and Swagger 2.0 has no `nullable`, while the real
-  service serialises unset members as null (e.g. `mailAddress: null` on aadgp groups). Rule: every
-  property value may be null; the response body itself may not.
-- Collection wrapper: an operation whose 200 schema is `type: array` answers on the wire with
-  `{"count": n, "value": [...]}` (VssJsonCollectionWrapper; every list example shows it).
-  Operations answering a bare `type: object` dictionary keep the same wrapper only where their
-  example does (subjectlookup: `{"count", "value": {descriptor: subject}}`); see `WRAPPED_OBJECTS`.
+How the specs are read (rules R1-R13 in docs/spec-deviations.md §1), in short: refs, allOf, items,
+enum, type kept; extra keys allowed by the schema (Swagger default) but reported by the strict check;
+any property may be null, the body may not; date-time and uuid formats checked; list operations
+answer `{"count", "value": [...]}`; ReferenceLinks, IdentityDescriptor and PropertiesCollection are
+validated in their wire form; a bare `type: object` or `format: T` member accepts any JSON value.
 """
 
 from __future__ import annotations
