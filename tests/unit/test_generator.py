@@ -8,13 +8,13 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from azdo_pipeline.simulator.generator import SIZES, generate, max_nesting_depth
 from azdo_pipeline.simulator.mutations import check_invariants
-from azdo_pipeline.simulator.state import AUDIT_RETENTION, NEVER, OrgState, World
+from azdo_pipeline.simulator.state import AUDIT_RETENTION, NEVER, Clock, OrgState, World
 
 
 def snapshot(org: OrgState) -> dict:
@@ -225,3 +225,24 @@ def test_medium_and_large_counts(size: str, users: tuple[int, int], projects: tu
     assert edges[0] <= org.membership_count() <= edges[1]
     assert 3 <= max_nesting_depth(org) <= 5
     assert len(org.audit_window()) > 500
+
+
+def test_generation_restores_the_world_clock_and_coexists_with_other_orgs() -> None:
+    start = datetime(2025, 3, 10, 15, 30, tzinfo=UTC)
+    world = World(seed=2)
+    world.clock = Clock(start=start)
+    a = generate(world, "alpha", size="tiny", seed=2)
+    b = generate(world, "beta", size="tiny", seed=3)
+    assert isinstance(world.clock, Clock) and type(world.clock) is Clock
+    assert abs(world.clock.now() - start) < timedelta(seconds=30)
+    assert world.orgs == {"alpha": a, "beta": b} and a.tenant_id == b.tenant_id == world.tenant_id
+    assert a.id != b.id and not set(a.by_key) & set(b.by_key)
+    # The history ends before the (simulated) present and starts ~120 days earlier.
+    for org in (a, b):
+        assert org.audit and org.audit[-1].timestamp <= world.clock.now()
+        assert start - org.audit[0].timestamp < timedelta(days=121)
+        assert org.created < org.audit[0].timestamp
+        assert check_invariants(org) == []
+    # Entra users of both orgs are in the one tenant.
+    for org in (a, b):
+        assert all(world.entra_objects[u.origin_id] == "user" for u in org.users() if u.origin == "aad")
