@@ -265,3 +265,12 @@ def test_shape_check_would_catch_a_broken_users_body(sim: Sim) -> None:
     assert "shape $.value[*]: missing key 'descriptor'" in errors
     assert any(e.startswith("shape $.value[*].originId: type number") for e in errors), errors
     assert any(e.startswith("schema $.value[") and "originId" in e for e in errors), errors
+
+
+def test_memberships_list_default_direction_is_up(sim: Sim, cw: ContractWorld) -> None:
+    """Behaviour doc §4.1: without `direction` the list goes Up (the subject's containers)."""
+    d = cw.member.descriptor
+    body = sim.json_ok("GET", f"{VSSPS}/_apis/graph/Memberships/{d}?{V}")
+    assert spec.validate("graph", "Memberships_List", body) == []
+    assert {m["containerDescriptor"] for m in body["value"]} == cw.org.member_of(d)
+    assert {m["memberDescriptor"] for m in body["value"]} == {d}
