@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -83,14 +83,15 @@ class AzureDevOpsClient:
         Batched: `POST identitybatch {subjectDescriptors: <chunk>, queryMembership: Direct}` (or
         `GET identities?subjectDescriptors=` where identitybatch is missing) gives each group's
         member storage keys; keys not in `storage_keys` (storage key -> descriptor; e.g. user
-        entitlement ids and vssgp originIds) are resolved in batches by identityIds.
-        If the identities API is refused (401/403: the PAT lacks vso.identity) or absent (404),
-        each group is read with `graph/Memberships/{g}?direction=down` instead; stats say which.
+        entitlement ids and vssgp originIds) are resolved in batches by identityIds, coalesced
+        across the chunks in flight. If the identities API is refused (401/403: the PAT lacks
+        vso.identity) or absent (404), each group is read with
+        `graph/Memberships/{g}?direction=down` instead; stats say which.
         """
         size = max(1, chunk_size or self.settings.membership_chunk_size)
         groups = list(dict.fromkeys(group_descriptors))
         known = {k.lower(): v for k, v in (storage_keys or {}).items()}
-        pending: dict[str, asyncio.Future[str | None]] = {}
+        resolver = _Resolver(self.identities, known, max(1, self.settings.identity_chunk_size))
         counts = {"batched": 0, "per_group": 0}
         chunks = [groups[i:i + size] for i in range(0, len(groups), size)]
         window = max(1, self.settings.max_concurrency)
@@ -98,8 +99,13 @@ class AzureDevOpsClient:
         next_chunk = 0
         try:
             while next_chunk < len(chunks) or tasks:
-                while next_chunk < len(chunks) and len(tasks) < window:
-                    tasks.add(asyncio.ensure_future(self._chunk(chunks[next_chunk], known, pending, counts)))
+                # Until one batched read has worked (or been refused), run a single chunk: a PAT
+                # without vso.identity then costs one refused request, not one per chunk in flight.
+                probing = self._identities_refused is None and self.identities.batch_available is None \
+                    and counts["batched"] == 0
+                limit = 1 if probing else window
+                while next_chunk < len(chunks) and len(tasks) < limit:
+                    tasks.add(asyncio.ensure_future(self._chunk(chunks[next_chunk], resolver, counts)))
                     next_chunk += 1
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
@@ -111,9 +117,7 @@ class AzureDevOpsClient:
                 t.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
-            for f in pending.values():
-                if not f.done():
-                    f.cancel()
+            resolver.cancel()
             self._note_mode(counts)
 
     def _note_mode(self, counts: dict[str, int]) -> None:
@@ -127,27 +131,27 @@ class AzureDevOpsClient:
             if note not in self.stats.notes:
                 self.stats.notes.append(note)
 
-    async def _chunk(self, chunk: list[str], known: dict[str, str],
-                     pending: dict[str, asyncio.Future[str | None]],
+    async def _chunk(self, chunk: list[str], resolver: _Resolver,
                      counts: dict[str, int]) -> list[tuple[str, list[str]]]:
         if self._identities_refused is None:
             try:
-                result = await self._chunk_batched(chunk, known, pending)
+                result = await self._chunk_batched(chunk, resolver)
                 counts["batched"] += len(chunk)
                 return result
             except (AuthenticationError, PermissionDeniedError, NotFoundError) as exc:
                 if isinstance(exc, NotFoundError) and exc.type_key:  # a real 404 of a subject, not a route
                     raise
+                if self._identities_refused is None:
+                    log.warning("memberships: batched identities read unavailable (HTTP %s); "
+                                "falling back to one graph call per group", exc.status)
                 self._identities_refused = (
                     f"the identities API was refused (HTTP {exc.status}); give the PAT the "
                     "'Identity (Read)' scope (vso.identity) to read memberships in batches")
-                log.warning("memberships: batched identities read unavailable (HTTP %s); "
-                            "falling back to one graph call per group", exc.status)
             except AzureDevOpsError as exc:
                 if exc.status in (400, 414) and len(chunk) > 1:  # URL or item count too large: halve
                     half = len(chunk) // 2
-                    return (await self._chunk(chunk[:half], known, pending, counts)
-                            + await self._chunk(chunk[half:], known, pending, counts))
+                    return (await self._chunk(chunk[:half], resolver, counts)
+                            + await self._chunk(chunk[half:], resolver, counts))
                 raise
         counts["per_group"] += len(chunk)
         return list(await asyncio.gather(*(self._per_group(g) for g in chunk)))
@@ -156,19 +160,27 @@ class AzureDevOpsClient:
         edges = await self.graph.list_memberships(group, direction="down")
         return group, [e["memberDescriptor"] for e in edges if e.get("memberDescriptor")]
 
-    async def _chunk_batched(self, chunk: list[str], known: dict[str, str],
-                             pending: dict[str, asyncio.Future[str | None]]) -> list[tuple[str, list[str]]]:
-        identities = await self.identities.read_many(subject_descriptors=chunk, query_membership="Direct")
+    async def _chunk_batched(self, chunk: list[str], resolver: _Resolver) -> list[tuple[str, list[str]]]:
+        resolver.reading += 1
+        try:
+            identities = await self.identities.read_many(subject_descriptors=chunk, query_membership="Direct")
+        except BaseException:
+            resolver.reading -= 1
+            resolver.flush()
+            raise
+        # No await from here to resolve(): this chunk's keys join the queue before it is flushed.
+        resolver.reading -= 1
         by_descriptor: dict[str, dict] = {}
         for ident in identities:
             if isinstance(ident, dict) and ident.get("subjectDescriptor"):
                 by_descriptor[ident["subjectDescriptor"]] = ident
         for g, ident in by_descriptor.items():
             if ident.get("id"):
-                known.setdefault(str(ident["id"]).lower(), g)
+                resolver.known.setdefault(str(ident["id"]).lower(), g)
         member_ids = {g: [str(m).lower() for m in (by_descriptor.get(g) or {}).get("memberIds") or []]
                       for g in chunk}
-        await self._resolve({k for ids in member_ids.values() for k in ids}, known, pending)
+        await resolver.resolve({k for ids in member_ids.values() for k in ids})
+        known = resolver.known
         out: list[tuple[str, list[str]]] = []
         recheck: list[str] = []
         unresolved = 0
@@ -191,45 +203,78 @@ class AzureDevOpsClient:
             out.extend(await asyncio.gather(*(self._per_group(g) for g in recheck)))
         return out
 
-    async def _resolve(self, keys: set[str], known: dict[str, str],
-                       pending: dict[str, asyncio.Future[str | None]]) -> None:
-        """Make `known` hold every resolvable key, sharing in-flight look-ups between chunks."""
-        mine = sorted(k for k in keys if k not in known and k not in pending)
-        loop = asyncio.get_running_loop()
-        for k in mine:
-            pending[k] = loop.create_future()
-        step = max(1, self.settings.identity_chunk_size)
-        jobs: list[Awaitable[None]] = [self._resolve_batch(mine[i:i + step], known, pending)
-                                       for i in range(0, len(mine), step)]
-        try:
-            await asyncio.gather(*jobs)
-        except BaseException as exc:
-            for k in mine:
-                f = pending.pop(k, None)
-                if f is not None and not f.done():
-                    f.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
-                    f.exception()  # mark retrieved: the waiting chunk re-raises its own copy
-            raise
-        waits = [pending[k] for k in keys if k not in known and k in pending]
-        if waits:
-            await asyncio.gather(*waits)
-
-    async def _resolve_batch(self, batch: list[str], known: dict[str, str],
-                             pending: dict[str, asyncio.Future[str | None]]) -> None:
-        found = await self.identities.read_many(identity_ids=batch, query_membership="None")
-        got: dict[str, str] = {}
-        for ident in found:
-            if isinstance(ident, dict) and ident.get("id") and ident.get("subjectDescriptor"):
-                got[str(ident["id"]).lower()] = ident["subjectDescriptor"]
-        for k in batch:
-            d = got.get(k)
-            if d:
-                known[k] = d
-            f = pending.pop(k, None)
-            if f is not None and not f.done():
-                f.set_result(d)
-
     # ---- misc -------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         return {"org": self.org, "urls": {k: getattr(self.urls, k) for k in
                                           ("core", "graph", "identities", "entitlements", "audit", "accounts")}}
+
+
+class _Resolver:
+    """Storage key -> subject descriptor look-ups, coalesced across the chunks in flight.
+
+    A chunk registers the keys it needs and waits; keys are fetched 100 at a time as soon as a
+    full batch is queued, and the remainder once no chunk is still reading its groups, so the
+    number of look-up requests stays near ceil(unknown keys / batch size).
+    """
+
+    def __init__(self, identities: IdentitiesService, known: dict[str, str], batch: int) -> None:
+        self.identities = identities
+        self.known = known
+        self.batch = batch
+        self.reading = 0  # chunks whose group read is still in flight
+        self._queue: list[str] = []
+        self._futures: dict[str, asyncio.Future[None]] = {}
+        self._jobs: set[asyncio.Task[None]] = set()
+
+    async def resolve(self, keys: set[str]) -> None:
+        loop = asyncio.get_running_loop()
+        waits = []
+        for k in keys:
+            if k in self.known:
+                continue
+            f = self._futures.get(k)
+            if f is None:
+                f = self._futures[k] = loop.create_future()
+                self._queue.append(k)
+            waits.append(f)
+        self.flush()
+        if waits:
+            await asyncio.gather(*waits)
+
+    def flush(self) -> None:
+        while len(self._queue) >= self.batch or (self._queue and self.reading == 0):
+            batch, self._queue = self._queue[:self.batch], self._queue[self.batch:]
+            job = asyncio.ensure_future(self._fetch(batch))
+            self._jobs.add(job)
+            job.add_done_callback(self._jobs.discard)
+
+    async def _fetch(self, batch: list[str]) -> None:
+        try:
+            found = await self.identities.read_many(identity_ids=batch, query_membership="None")
+        except Exception as exc:  # the waiting chunks raise it; this task itself ends quietly
+            for k in batch:
+                f = self._futures.pop(k, None)
+                if f is not None and not f.done():
+                    f.set_exception(exc)
+                    f.exception()  # retrieved: no "never retrieved" noise if no chunk waits anymore
+            return
+        except asyncio.CancelledError:
+            for k in batch:
+                f = self._futures.pop(k, None)
+                if f is not None and not f.done():
+                    f.cancel()
+            raise
+        for ident in found:
+            if isinstance(ident, dict) and ident.get("id") and ident.get("subjectDescriptor"):
+                self.known[str(ident["id"]).lower()] = ident["subjectDescriptor"]
+        for k in batch:
+            f = self._futures.pop(k, None)
+            if f is not None and not f.done():
+                f.set_result(None)
+
+    def cancel(self) -> None:
+        for job in list(self._jobs):
+            job.cancel()
+        for f in self._futures.values():
+            if not f.done():
+                f.cancel()

@@ -124,9 +124,10 @@ def test_get_identities_when_identitybatch_is_missing_packs_under_query_limit() 
 def test_falls_back_to_per_group_graph_reads_and_says_so(status: int) -> None:
     d = Directory(n_groups=30, n_users=40)
     svc = _service(d, identities_status=status)
-    got, stats = _read(svc, list(d.groups.values()), {})
+    got, stats = _read(svc, list(d.groups.values()), {}, ClientSettings(membership_chunk_size=5))
     assert got == d.expected()
     assert svc.count("GET", "/_apis/graph/Memberships/vssgp.group0") == 1
+    assert svc.count("POST", "/_apis/identitybatch") == 1  # one refused probe, not one per chunk
     assert stats.membership_mode == "per-group"
     assert any("vso.identity" in n and "30 group(s)" in n for n in stats.notes)
 
@@ -202,3 +203,14 @@ def test_create_account_refusal_reports_operation_errors() -> None:
 def test_unknown_licence_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown licence"):
         _add(_ent_service(set()), "z@fabrikam.com", "gold")
+
+
+def test_unknown_member_lookups_are_coalesced_across_chunks() -> None:
+    d = Directory(n_groups=250, n_users=260)
+    svc = _service(d)
+    # Nothing known up front: 260 users + 249 nested groups to resolve; the groups resolve from the
+    # chunk reads themselves where possible, the rest in full batches of 100.
+    got, _ = _read(svc, list(d.groups.values()), {}, ClientSettings(membership_chunk_size=50))
+    assert got == d.expected()
+    lookups = sum(1 for r in svc.requests if r.method == "POST" and b"identityIds" in r.content)
+    assert lookups <= 7, lookups  # ceil(509 / 100) = 6, +1 for the probing first chunk
