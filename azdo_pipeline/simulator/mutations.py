@@ -4,8 +4,8 @@
 methods, so the audit log records them as the real service would. Every op returns a result dict:
 `{"op", "ok", ...}` plus `created` / `removed` / `changed` flags and new ids; a broken rule of the
 service (cycle, read-only Entra group, unknown subject, duplicate project…) gives
-`{"ok": False, "error": <SimError.kind>, "message": …}` instead of raising. An unknown op name or a
-missing argument raises `ValueError` (a bug in the script, not a service rule).
+`{"ok": False, "error": <SimError.kind>, "message": …}` instead of raising. A malformed script
+(unknown op name, missing argument, naive `at`) raises `ValueError` before any op is applied.
 
 Ops (arguments):
 
@@ -128,10 +128,35 @@ def _as_time(value: Any, now: datetime) -> datetime:
     return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
-def _require(op: dict, *keys: str) -> None:
-    missing = [k for k in keys if op.get(k) in (None, "")]
-    if missing:
-        raise ValueError(f"{op.get('op')}: missing {', '.join(missing)}")
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "add_member": ("container", "member"), "remove_member": ("container", "member"),
+    "create_group": ("name",), "delete_group": ("descriptor",),
+    "add_user": ("principal_name", "license"), "change_license": ("user", "license"),
+    "remove_user": ("user",), "create_project": ("name",), "delete_project": ("id",),
+    "add_team_admin": ("team_id", "member"), "remove_team_admin": ("team_id", "member"),
+    "entra_add": ("group_oid", "member_oid"), "entra_remove": ("group_oid", "member_oid"),
+    "set_last_access": ("user",),
+}
+OPS = tuple(_REQUIRED)
+
+
+def validate_ops(ops: list[dict]) -> None:
+    """Raise ValueError for a malformed script (unknown op, missing argument, bad `at`) before
+    anything is applied, so a bad script never leaves the organization half-changed."""
+    if not isinstance(ops, list):
+        raise ValueError("ops must be a list of dicts")
+    for i, op in enumerate(ops):
+        if not isinstance(op, dict):
+            raise ValueError(f"op {i}: expected a dict, got {type(op).__name__}")
+        name = op.get("op")
+        if name not in _REQUIRED:
+            raise ValueError(f"op {i}: unknown op {name!r}; expected one of {', '.join(OPS)}")
+        missing = [k for k in _REQUIRED[name] if op.get(k) in (None, "")]
+        if missing:
+            raise ValueError(f"op {i} ({name}): missing {', '.join(missing)}")
+        at = op.get("at")
+        if at is not None and not (isinstance(at, datetime) and at.tzinfo is not None):
+            raise ValueError(f"op {i} ({name}): 'at' must be a timezone-aware datetime")
 
 
 def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) -> list[dict]:
@@ -140,6 +165,7 @@ def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) 
     `rng` is accepted for symmetry with `random_ops`; every op is fully specified, so applying a
     script is deterministic and does not draw from it. New ids come from `world.new_guid()`."""
     del rng
+    validate_ops(ops)
     world = org.world
     resolve = _Resolver(org)
     results: list[dict] = []
@@ -155,15 +181,12 @@ def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) 
         actor = op.get("actor", org.owner_key) or None
         try:
             if name == "add_member":
-                _require(op, "container", "member")
                 c, m = resolve(op["container"], "container"), resolve(op["member"], "member")
                 res["created"] = org.add_membership(c, m, actor_key=actor)
             elif name == "remove_member":
-                _require(op, "container", "member")
                 c, m = resolve(op["container"], "container"), resolve(op["member"], "member")
                 res["removed"] = org.remove_membership(c, m, actor_key=actor)
             elif name == "create_group":
-                _require(op, "name")
                 pid = op.get("project_id")
                 if pid is not None and pid not in org.projects:
                     raise SimError("not_found", f"TF200016: The following project does not exist: {pid}.")
@@ -175,7 +198,6 @@ def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) 
                 resolve.remember(g)
                 res.update(created=True, descriptor=g.descriptor, storage_key=g.storage_key)
             elif name == "delete_group":
-                _require(op, "descriptor")
                 d = resolve(op["descriptor"], "descriptor")
                 g = org.get(d)
                 if g.subject_type == "aadgp":
@@ -186,14 +208,12 @@ def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) 
                 org.delete_group(d, actor_key=actor)
                 res.update(removed=True, descriptor=d)
             elif name == "add_user":
-                _require(op, "principal_name", "license")
                 if resolve.by_name(op["principal_name"]) is not None:
                     raise SimError("conflict", f"User {op['principal_name']} already exists in the organization.")
                 user = _add_user(org, op, actor)
                 resolve.remember(user)
                 res.update(created=True, descriptor=user.descriptor, storage_key=user.storage_key)
             elif name == "change_license":
-                _require(op, "user", "license")
                 key = resolve.user_key(op["user"], "user")
                 lic, source, msdn = _license(op)
                 prev = org.entitlements.get(key)
@@ -204,14 +224,12 @@ def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) 
                 if prev is None:
                     res["created"] = True
             elif name == "remove_user":
-                _require(op, "user")
                 key = resolve.user_key(op["user"], "user")
                 if key == org.owner_key:
                     raise SimError("forbidden", "The organization owner cannot be removed.")
                 org.remove_user(key, actor_key=actor)
                 res.update(removed=True, storage_key=key)
             elif name == "create_project":
-                _require(op, "name")
                 proj = org.create_project(op["name"], description=op.get("description", ""),
                                           visibility=op.get("visibility", "private"), actor_key=actor)
                 svc = org.add_user(kind="svc", display_name=f"{proj.name} Build Service ({org.name})",
@@ -225,11 +243,9 @@ def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) 
                 res.update(created=True, id=proj.id, default_team_id=proj.default_team_id,
                            build_service=svc.descriptor)
             elif name == "delete_project":
-                _require(op, "id")
                 org.delete_project(op["id"], actor_key=actor)
                 res.update(removed=True, id=op["id"])
             elif name in ("add_team_admin", "remove_team_admin"):
-                _require(op, "team_id", "member")
                 team = org.teams.get(op["team_id"])
                 if team is None:
                     raise SimError("not_found", f"The team {op['team_id']} does not exist.")
@@ -241,7 +257,6 @@ def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) 
                     res["removed"] = m in team.admins
                     team.admins.discard(m)
             elif name in ("entra_add", "entra_remove"):
-                _require(op, "group_oid", "member_oid")
                 if world.entra_objects.get(op["group_oid"]) != "group":
                     raise SimError("not_found", f"Entra group {op['group_oid']} does not exist.")
                 if op["member_oid"] not in world.entra_objects:
@@ -249,7 +264,6 @@ def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) 
                 res["changed"] = world.entra_write(op["group_oid"], op["member_oid"], name == "entra_add")
                 res["visible_at"] = world.clock.now() + world.propagation_delay
             elif name == "set_last_access":
-                _require(op, "user")
                 key = resolve.user_key(op["user"], "user")
                 ent = org.entitlements.get(key)
                 if ent is None:
@@ -622,4 +636,4 @@ def check_invariants(org: OrgState) -> list[str]:
     return problems
 
 
-__all__ = ["LICENSES", "apply_ops", "check_invariants", "edges", "random_ops"]
+__all__ = ["LICENSES", "OPS", "apply_ops", "check_invariants", "edges", "random_ops", "validate_ops"]

@@ -188,12 +188,15 @@ def test_team_admin_ops_change_admins_without_audit(org: OrgState) -> None:
     assert res["error"] == "not_found"
 
 
-def test_script_errors_raise() -> None:
+def test_malformed_scripts_raise_before_anything_is_applied() -> None:
     org = generate(World(seed=1), "x", size="tiny", seed=1)
-    with pytest.raises(ValueError):
-        apply_ops(org, [{"op": "teleport"}])
-    with pytest.raises(ValueError):
-        apply_ops(org, [{"op": "add_member", "container": "x"}])
+    good = {"op": "create_project", "name": "Skylark"}
+    before = (len(org.audit), len(org.projects))
+    for bad in ({"op": "teleport"}, {"op": "add_member", "container": "x"},
+                {"op": "set_last_access", "user": org.owner_key, "at": "2026-01-01"}):
+        with pytest.raises(ValueError):
+            apply_ops(org, [good, bad])
+    assert (len(org.audit), len(org.projects)) == before
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
