@@ -46,6 +46,22 @@ DEFAULT_GRAPH_HOST = "https://graph.microsoft.com"
 REFRESH_MARGIN = 300.0  # seconds before expiry at which a cached access token is renewed
 
 
+class _LoopLock:
+    """An asyncio.Lock per event loop: a credential outlives the asyncio.run() of one sync."""
+
+    def __init__(self) -> None:
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def get(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        lock = self._locks.get(id(loop))
+        if lock is None:
+            if len(self._locks) > 16:  # old loops are gone; do not grow without bound
+                self._locks.clear()
+            lock = self._locks[id(loop)] = asyncio.Lock()
+        return lock
+
+
 def default_token_cache(org: str) -> Path:
     return Path.home() / ".azdo-pipeline" / f"{org}.msal.json"
 
@@ -222,7 +238,7 @@ class OAuthCredential:
         self._apps: dict[bool, Any] = {}
         self._token: Secret | None = None
         self._expires_at = 0.0
-        self._lock = asyncio.Lock()
+        self._lock = _LoopLock()
 
     def __repr__(self) -> str:
         return (f"OAuthCredential(org={self.org!r}, tenant_id={self.settings.tenant_id!r}, "
@@ -262,7 +278,7 @@ class OAuthCredential:
         self._expires_at = time.time() + float(result.get("expires_in") or 3599)
 
     async def auth_header(self) -> str:
-        async with self._lock:
+        async with self._lock.get():
             if self._token is None or time.time() > self._expires_at - REFRESH_MARGIN:
                 await self._renew(force_refresh=False)
             assert self._token is not None
@@ -270,7 +286,7 @@ class OAuthCredential:
 
     async def on_unauthorized(self) -> bool:
         """Force a refresh through the refresh token; True when a new token came back."""
-        async with self._lock:
+        async with self._lock.get():
             old = self._token
             try:
                 await self._renew(force_refresh=True)
@@ -289,7 +305,7 @@ class GraphAppCredential:
         self.settings = settings
         self._factory = app_factory
         self._app: Any = None
-        self._lock = asyncio.Lock()
+        self._lock = _LoopLock()
 
     def __repr__(self) -> str:
         return f"GraphAppCredential(client_id={self.settings.client_id!r}, graph_host={self.settings.graph_host!r})"
@@ -303,7 +319,7 @@ class GraphAppCredential:
         return _check_result(result, "client-credentials token for Microsoft Graph")
 
     async def auth_header(self) -> str:
-        async with self._lock:  # msal caches the app token until it nears expiry
+        async with self._lock.get():  # msal caches the app token until it nears expiry
             result = await asyncio.to_thread(self._acquire)
         return f"Bearer {result['access_token']}"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .discovery import AREA_IDS, global_area_url
+from .errors import NotFoundError
 from .scopes import PROFILE_READ
 from .transport import Requester
 
@@ -10,12 +12,24 @@ PROFILE_VERSION = "7.1"
 
 
 class AccountsService:
-    def __init__(self, requester: Requester, base: str) -> None:
+    def __init__(self, requester: Requester, base: str, org_url: str = "") -> None:
         self._r = requester
-        self.base = base  # https://app.vssps.visualstudio.com (profile and accounts share it)
+        self.base = base  # https://app.vssps.visualstudio.com (profile and accounts share it); "" = look up
+        self._org_url = org_url
+
+    async def _base(self) -> str:
+        if not self.base:
+            found = await global_area_url(self._r, self._org_url, "accounts")
+            if not found:
+                raise NotFoundError("the organization does not advertise the Accounts service (resource area "
+                                    f"{AREA_IDS['accounts']}); organizations cannot be listed here",
+                                    endpoint="GET resourceAreas/{id}")
+            self.base = found
+        return self.base
 
     async def my_profile(self) -> dict:
-        reply = await self._r.request("GET", f"{self.base}/_apis/profile/profiles/me",
+        base = await self._base()
+        reply = await self._r.request("GET", f"{base}/_apis/profile/profiles/me",
                                       endpoint="GET profile/profiles/me", scope=PROFILE_READ,
                                       params={"api-version": PROFILE_VERSION})
         return reply.data or {}
@@ -24,7 +38,8 @@ class AccountsService:
         """[{accountId, accountName, accountUri, …}] for `member_id` (default: the caller's profile id)."""
         if member_id is None:
             member_id = str((await self.my_profile()).get("id") or "")
-        reply = await self._r.request("GET", f"{self.base}/_apis/accounts", endpoint="GET accounts",
+        base = await self._base()
+        reply = await self._r.request("GET", f"{base}/_apis/accounts", endpoint="GET accounts",
                                       scope=PROFILE_READ,
                                       params={"memberId": member_id, "api-version": ACCOUNTS_VERSION})
         data = reply.data

@@ -41,7 +41,7 @@ class AzureDevOpsClient:
         self.core = CoreService(requester, urls.core)
         self.entitlements = EntitlementsService(requester, urls.entitlements)
         self.audit = AuditService(requester, urls.audit)
-        self.accounts = AccountsService(requester, urls.accounts)
+        self.accounts = AccountsService(requester, urls.accounts, urls.org_url)
         self._identities_refused: str | None = None  # why batched membership reads are unavailable
         self._key_lock = asyncio.Lock()
 

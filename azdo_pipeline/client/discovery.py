@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .errors import ConfigurationError
+from .errors import AuthenticationError, AzureDevOpsError, ConfigurationError, TransientError
 from .transport import Requester
 
 # Resource area ids (reference §1.1; graph is bb1e7ec9-…, not GraphProfile's 4e40f190-…).
@@ -68,13 +68,37 @@ def org_name_from_url(org_url: str) -> str:
 async def discover(requester: Requester, org_url: str) -> ServiceUrls:
     """Ask the organization for its resource areas; areas it does not list use the org URL."""
     base = normalize_org_url(org_url)
-    reply = await requester.request(
-        "GET", f"{base}/_apis/resourceAreas", endpoint="GET resourceAreas", scope=None,
-        params={"api-version": RESOURCE_AREAS_VERSION}, auth=False)
+    try:
+        reply = await requester.request(
+            "GET", f"{base}/_apis/resourceAreas", endpoint="GET resourceAreas", scope=None,
+            params={"api-version": RESOURCE_AREAS_VERSION}, auth=False)
+    except AzureDevOpsError as exc:
+        if isinstance(exc, TransientError | AuthenticationError):
+            raise
+        raise type(exc)(f"{base} did not answer as an Azure DevOps organization ({exc.message}); check the "
+                        "organization url (https://dev.azure.com/{org} or https://{org}.visualstudio.com)",
+                        status=exc.status, type_key=exc.type_key, url=exc.url, endpoint=exc.endpoint) from None
     found: dict[str, str] = {}
     data = reply.data if isinstance(reply.data, dict) else {}
     for area in data.get("value") or []:
         if isinstance(area, dict) and area.get("id") and area.get("locationUrl"):
             found[str(area["id"]).lower()] = str(area["locationUrl"]).rstrip("/")
     urls = {name: found.get(area_id, base) for name, area_id in AREA_IDS.items()}
+    # Accounts/profile is a global service: an org that does not list it gets it looked up lazily.
+    urls["accounts"] = found.get(AREA_IDS["accounts"], "")
     return ServiceUrls(org=org_name_from_url(base), org_url=base, **urls)
+
+
+async def global_area_url(requester: Requester, org_url: str, area: str) -> str | None:
+    """`GET {scheme}://{host}/_apis/resourceAreas/{id}?accountName={org}` (the documented global
+    lookup, no auth); None when it does not answer."""
+    parts = urlsplit(normalize_org_url(org_url))
+    root = f"{parts.scheme}://{parts.netloc}"
+    try:
+        reply = await requester.request(
+            "GET", f"{root}/_apis/resourceAreas/{AREA_IDS[area]}", endpoint="GET resourceAreas/{id}", scope=None,
+            params={"accountName": org_name_from_url(org_url), "api-version": RESOURCE_AREAS_VERSION}, auth=False)
+    except AzureDevOpsError:
+        return None
+    url = (reply.data or {}).get("locationUrl") if isinstance(reply.data, dict) else None
+    return str(url).rstrip("/") if url else None

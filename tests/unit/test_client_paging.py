@@ -217,3 +217,44 @@ def test_accounts_profile_then_member_id() -> None:
             return await c.accounts.list_organizations()
 
     assert run(go()) == [{"accountName": "fabrikam"}]
+
+
+def test_accounts_area_missing_from_org_list_uses_the_global_lookup() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        url = str(request.url)
+        calls.append(url.split("?")[0])
+        if url.startswith("https://dev.azure.com/fabrikam/_apis/resourceAreas"):
+            return json_response({"count": 1, "value": [
+                {"id": AREA_IDS["graph"], "locationUrl": "https://vssps.dev.azure.com/fabrikam/"}]})
+        if url.startswith(f"https://dev.azure.com/_apis/resourceAreas/{AREA_IDS['accounts']}"):
+            assert "accountName=fabrikam" in url and "authorization" not in request.headers
+            return json_response({"id": AREA_IDS["accounts"], "locationUrl": "https://app.vssps.visualstudio.com/"})
+        if url.startswith("https://app.vssps.visualstudio.com/_apis/profile/profiles/me"):
+            return json_response({"id": "me"})
+        if url.startswith("https://app.vssps.visualstudio.com/_apis/accounts"):
+            return json_response({"count": 1, "value": [{"accountName": "fabrikam"}]})
+        return httpx.Response(404, text="Page not found.", headers={"content-type": "text/plain"})
+
+    async def go() -> list[dict]:
+        async with await AzureDevOpsClient.connect("https://dev.azure.com/fabrikam", _Cred(),
+                                                   transport=httpx.MockTransport(handler)) as c:
+            first = await c.accounts.list_organizations()
+            await c.accounts.list_organizations()
+            return first
+
+    assert run(go()) == [{"accountName": "fabrikam"}]
+    assert sum("resourceAreas/" in u for u in calls) == 1  # looked up once, then remembered
+
+
+def test_unknown_organization_names_the_url_setting() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return json_response({"message": "TF400813: Organization 'nope' not found.",
+                              "typeKey": "HostDoesNotExistException"}, 404)
+
+    async def go() -> None:
+        await AzureDevOpsClient.connect("https://dev.azure.com/nope", _Cred(), transport=httpx.MockTransport(handler))
+
+    with pytest.raises(Exception, match="check the organization url"):
+        run(go())
