@@ -4,7 +4,6 @@ A single multi-asset pulls them all in one step, so one run is one consistent sn
 membership read can reuse the group list and storage keys instead of asking the API again.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 import pyarrow as pa

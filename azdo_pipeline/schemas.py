@@ -73,7 +73,8 @@ GROUPS = table_schema(
     "Azure DevOps groups (`vssgp.`) and Entra groups materialized in the organization (`aadgp.`).",
     ["descriptor"],
     col("descriptor", pa.string(), "Graph subject descriptor.", nullable=False),
-    col("storage_key", pa.string(), "Identity id (GUID); equals the team id for team groups."),
+    col("storage_key", pa.string(), "Identity id (GUID) of Azure DevOps groups (their originId); equals the team "
+        "id for team groups. Null for Entra groups."),
     col("kind", pa.string(), "`vssgp` (Azure DevOps group) or `aadgp` (Entra group).", nullable=False),
     col("display_name", pa.string(), "Group name."),
     col("principal_name", pa.string(), "Qualified name, e.g. `[Project]\\Contributors`."),

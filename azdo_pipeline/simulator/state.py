@@ -277,7 +277,7 @@ class OrgState:
             ident = Identity(key, f"svc.{b64url(ident_str)}",
                              f"Microsoft.TeamFoundation.ServiceIdentity;{ident_str}", "user", "vsts",
                              key, display_name, principal_name or ident_str, "",
-                             f"Build/{self.id}", now, meta_type="application")
+                             "Build", now, meta_type="application")
         else:
             cuid = self.new_guid()
             origin = "aad" if kind == "aad" else "msa"
@@ -312,7 +312,7 @@ class OrgState:
         if entra_oid is not None:
             prefix, origin, origin_id = "aadgp", "aad", entra_oid
             principal = f"[TEAM FOUNDATION]\\{display_name}"
-            domain = self.tenant_id
+            domain = f"vstfs:///Framework/IdentityDomain/{self.tenant_id}"  # as the real examples
             self.world.entra_objects[entra_oid] = "group"
             self.world.entra_members.setdefault(entra_oid, set())
         else:

@@ -75,7 +75,10 @@ def service_principals(org: OrgState) -> list[dict[str, Any]]:
 
 
 def groups(org: OrgState) -> list[dict[str, Any]]:
-    rows = [{"descriptor": g.descriptor, "storage_key": g.storage_key, "kind": g.subject_type,
+    # The Graph group list carries the identity id only as the originId of Azure DevOps groups;
+    # Entra groups' storage keys are not part of the raw table (schemas.GROUPS).
+    rows = [{"descriptor": g.descriptor, "storage_key": g.storage_key if g.subject_type == "vssgp" else None,
+             "kind": g.subject_type,
              "display_name": g.display_name, "principal_name": g.principal_name,
              "description": g.description, "scope": g.scope, "project_id": g.project_id,
              "is_team": g.is_team, "origin": g.origin, "origin_id": g.origin_id, "domain": g.domain}
@@ -98,7 +101,8 @@ def memberships(org: OrgState) -> list[dict[str, Any]]:
 
 
 def projects(org: OrgState) -> list[dict[str, Any]]:
-    rows = [{"id": p.id, "name": p.name, "description": p.description, "state": p.state,
+    rows = [{"id": p.id, "name": p.name, "description": p.description or None,  # the API omits an empty one
+             "state": p.state,
              "visibility": p.visibility, "revision": p.revision, "last_update_time": p.last_update_time}
             for p in (org.projects[pid] for pid in org.project_order)]
     return sorted(rows, key=lambda r: r["id"])
