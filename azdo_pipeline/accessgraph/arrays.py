@@ -22,10 +22,22 @@ def to_np(arr: pa.Array | pa.ChunkedArray, fill: object) -> np.ndarray:
 
 
 def dict_array(indices: np.ndarray, dictionary: pa.Array, index_type: pa.DataType = pa.int32(),
-               *, null: np.ndarray | None = None) -> pa.DictionaryArray:
-    """Dictionary array over `dictionary` (shared, not copied); indices < 0 (or `null`) become null."""
+               *, null: np.ndarray | None = None, compact: bool | None = None) -> pa.DictionaryArray:
+    """Dictionary array over `dictionary`; indices < 0 (or `null`) become null.
+
+    compact (default: when the dictionary is large) keeps only the values used, so a Parquet row
+    group does not carry a dictionary page of every descriptor in the organization.
+    """
     mask = indices < 0 if null is None else null
     idx = np.where(mask, 0, indices) if mask.any() else indices
+    if compact is None:
+        compact = len(dictionary) > 4096
+    if compact:
+        used = np.zeros(len(dictionary), bool)
+        used[idx[~mask]] = True
+        remap = np.cumsum(used, dtype=np.int64) - 1
+        dictionary = dictionary.filter(pa.array(used))
+        idx = remap[idx] if len(dictionary) else np.zeros(len(idx), np.int64)
     arr = pa.array(idx.astype(index_type.to_pandas_dtype(), copy=False), index_type,
                    mask=mask if mask.any() else None)
     return pa.DictionaryArray.from_arrays(arr, dictionary)

@@ -85,11 +85,12 @@ class Paths:
         keep[self.offsets[1:] - 1] = False
         return Paths(self.offsets - np.arange(len(self) + 1, dtype=I64), self.values[keep])
 
-    def any_of(self, flags: np.ndarray) -> np.ndarray:
-        """Per list: does any id have flags[id] set."""
+    def any_of(self, flags: np.ndarray, *, but_last: bool = False) -> np.ndarray:
+        """Per list: does any id (but the last one, when asked) have flags[id] set."""
         csum = np.zeros(len(self.values) + 1, I64)
         np.cumsum(flags[self.values], out=csum[1:])
-        return csum[self.offsets[1:]] > csum[self.offsets[:-1]]
+        end = np.maximum(self.offsets[1:] - 1, self.offsets[:-1]) if but_last else self.offsets[1:]
+        return csum[end] > csum[self.offsets[:-1]]
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,12 @@ def first_of_runs(sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
 
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """np.unique for int arrays by sorting (numpy's hash-based unique is slower on millions of keys)."""
+    s = np.sort(values)
+    return s[first_of_runs(s)]
+
+
 def argsort_keys(*columns: np.ndarray, bounds: tuple[int, ...]) -> np.ndarray:
     """Order by several non-negative integer columns (most significant first).
 
@@ -163,7 +170,7 @@ class GroupClosure:
     # rows with self rows added, sorted by (src, dst), CSR by src: used by principal_closure
     with_self: ClosureRows
     ptr: np.ndarray
-    with_self_entra: np.ndarray  # per with_self row: its path passes through an Entra group
+    with_self_entra: np.ndarray  # per with_self row: an Entra group before the end of its path
     entra: np.ndarray  # per group: an Entra group
 
 
@@ -188,7 +195,9 @@ def group_closure(n_groups: int, member: np.ndarray, container: np.ndarray,
     pred = np.full(len(src), -1, I32)
     parent = np.zeros(len(src), I64)
     prev_paths = np.zeros((len(src), 0), I32)
-    via_entra = entra[dst] if len(dst) else np.zeros(0, bool)
+    # does the chosen chain pass through an Entra group before its end (the end is the same for
+    # every candidate of a pair, so it must not count)
+    via_entra = np.zeros(len(dst), bool)
     depth = 1
     while len(src):
         key = src.astype(I64) * n + dst
@@ -210,7 +219,7 @@ def group_closure(n_groups: int, member: np.ndarray, container: np.ndarray,
         prev_paths, parent = mat, rep
         pred = dst[rep]
         src, dst = src[rep], up[pos].astype(I32)
-        via_entra = chosen_entra[rep] | entra[dst]
+        via_entra = chosen_entra[rep] | entra[pred]
         depth += 1
     if levels:
         all_src = np.concatenate([lv[0] for lv in levels])
@@ -227,7 +236,7 @@ def group_closure(n_groups: int, member: np.ndarray, container: np.ndarray,
                                                 Paths.empty(n_groups)), n)
     gptr = np.zeros(n_groups + 1, I64)
     np.cumsum(np.bincount(with_self.principal, minlength=n_groups), out=gptr[1:])
-    return GroupClosure(rows, cyclic, with_self, gptr, with_self.paths.any_of(entra), entra)
+    return GroupClosure(rows, cyclic, with_self, gptr, with_self.paths.any_of(entra, but_last=True), entra)
 
 
 def _merge_sorted(a: ClosureRows, b: ClosureRows, n: int) -> ClosureRows:
@@ -250,7 +259,7 @@ def principal_closure(gc: GroupClosure, n_groups: int, member: np.ndarray,
     lo = int(p.min()) if len(p) else 0
     span = (int(p.max()) - lo + 1) if len(p) else 1
     max_depth = int(d.max()) + 1 if len(d) else 1
-    via_entra = gc.entra[c] | gc.with_self_entra[pos]
+    via_entra = (gc.entra[c] & (g != c)) | gc.with_self_entra[pos]
     order = argsort_keys((p - lo).astype(I64), g, d, via_entra, c, bounds=(span, n_groups, max_depth, 2, n_groups))
     keep = order[first_of_runs((p[order] - lo).astype(I64) * n_groups + g[order])]
     paths = ws.paths.take(pos[keep]).prepend(c[keep])

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from . import model
 from .arrays import codes
-from .closure import I32
+from .closure import I32, sorted_unique
 from .schemas import ENTITLEMENTS
 
 if TYPE_CHECKING:
@@ -195,7 +195,7 @@ def build_catalogue(ix: GraphIndex) -> Catalogue:
     held_e.append(lic[level[has]])
     held_p.append(u_code[has])
     he, hp = np.concatenate(held_e).astype(I32), np.concatenate(held_p).astype(I32)
-    key = np.unique(hp.astype(np.int64) * max(count, 1) + he)  # dedupe, sort by principal
+    key = sorted_unique(hp.astype(np.int64) * max(count, 1) + he)  # dedupe, sort by principal
     return Catalogue(
         pa.concat_tables(blocks).combine_chunks(), np.concatenate(rtype), np.concatenate(res_row),
         np.concatenate(slug), group_member, group_team_member, group_role, project_member,

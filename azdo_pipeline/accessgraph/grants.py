@@ -4,7 +4,7 @@ A membership edge container → member is a direct grant of the container's `mem
 when the container also confers a team or project entitlement (it backs a team, it is a built-in
 project group, it belongs to a project), the member holds that entitlement directly too, with the
 container as the grant's `source`. Team administrators and licences are held by the principal
-itself (no source).
+itself (no source). A group listed as its own member is a cycle (see membership_cycles), not a grant.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def grant_columns(ix: GraphIndex, ent: np.ndarray, principal: np.ndarray) -> lis
 def direct_grants(ix: GraphIndex) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(entitlement, principal, source) codes of every direct grant; source -1 when there is none."""
     cat = ix.catalogue
-    m, c = ix.edge_member, ix.edge_container
+    # A group listed as a member of itself is a (reported) cycle, not a grant.
+    keep = ix.edge_member != ix.edge_container
+    m, c = ix.edge_member[keep], ix.edge_container[keep]
     ents, prins, srcs = [], [], []
 
     def add(ent: np.ndarray, mask: np.ndarray, with_source: bool) -> None:

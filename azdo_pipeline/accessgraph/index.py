@@ -20,7 +20,7 @@ from azdo_pipeline.schemas import RAW_TABLES
 from . import model
 from .arrays import Lookup, codes
 from .arrays import to_np as _np
-from .closure import I32, GroupClosure, group_closure
+from .closure import I32, GroupClosure, group_closure, sorted_unique
 
 
 def normalize_raw(raw: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
@@ -34,11 +34,12 @@ def normalize_raw(raw: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
             continue
         cols = []
         for f in schema:
-            if f.name in t.column_names:
-                cols.append(t[f.name].cast(f.type))
-            else:
+            if f.name not in t.column_names:
                 cols.append(pa.nulls(t.num_rows, f.type))
-        out[name] = pa.Table.from_arrays(cols, names=schema.names).combine_chunks()
+            else:
+                c = t[f.name]
+                cols.append(c if c.type == f.type else c.cast(f.type))
+        out[name] = pa.Table.from_arrays(cols, names=schema.names)
     return out
 
 
@@ -134,11 +135,11 @@ class GraphIndex:
         team_group = np.where(key_code >= 0, group_code[np.maximum(key_code, 0)], -1).astype(I32)
         team_project = codes(teams["project_id"], projects["id"])
 
-        em = codes(m["member_descriptor"], nodes)
+        em = mc
         ec = codes(m["container_descriptor"], nodes)
         ok = (em >= 0) & (ec >= 0)
         em, ec = em[ok], ec[ok]
-        edge_key = np.unique(em.astype(np.int64) * max(len(nodes), 1) + ec)
+        edge_key = sorted_unique(em.astype(np.int64) * max(len(nodes), 1) + ec)
         edge_member = (edge_key // max(len(nodes), 1)).astype(I32)
         edge_container = (edge_key % max(len(nodes), 1)).astype(I32)
         return GraphIndex(org, r, nodes, n_groups, kind, entra, group_row, group_code, group_role, group_project,
