@@ -75,7 +75,7 @@ class RequestStats:
     retries: int = 0
     throttled: int = 0  # 429s, 200s with Retry-After, delayed requests (X-RateLimit-Delay)
     bytes: int = 0  # response body bytes
-    waited_seconds: float = 0.0  # time spent sleeping for backoff and throttling
+    waited_seconds: float = 0.0  # client-wide pauses (Retry-After, rate limits) + retry backoff sleeps
     notes: list[str] = field(default_factory=list)  # e.g. why memberships fell back to per-group reads
     membership_mode: str = ""  # batched | per-group | mixed (set by AzureDevOpsClient.memberships)
 
@@ -224,15 +224,19 @@ class Requester:
 
     # ---- throttling -------------------------------------------------------------------
     def _pause(self, seconds: float) -> None:
+        """Hold every request of this client for `seconds` (counted once in waited_seconds)."""
         if seconds > 0:
-            self._not_before = max(self._not_before, self.clock.monotonic() + seconds)
+            now = self.clock.monotonic()
+            until = now + seconds
+            if until > self._not_before:
+                self.stats.waited_seconds += until - max(self._not_before, now)
+                self._not_before = until
 
     async def _wait_turn(self) -> None:
         while True:
             delay = self._not_before - self.clock.monotonic()
             if delay <= 0:
                 return
-            self.stats.waited_seconds += delay
             await self.clock.sleep(delay)
 
     def _observe_rate_headers(self, resp: httpx.Response, endpoint: str) -> float | None:

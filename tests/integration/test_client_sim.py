@@ -259,3 +259,36 @@ def test_create_account_then_already_exists(fresh: Sim) -> None:
         licensed = [e for e in fresh.org.entitlements.values()
                     if fresh.org.by_storage_key(e.user_key).mail_address == "newhire@contoso.com"]
     assert len(licensed) == 1 and licensed[0].account_license_type == "stakeholder"
+
+
+def test_usage_throttling_slows_down_and_completes(fresh: Sim) -> None:
+    """The simulator's TSTU model: X-RateLimit-* headers, then delays, then 429 + Retry-After."""
+    truth = sorted((r["container_descriptor"], r["member_descriptor"]) for r in fresh.truth()["memberships"])
+    fresh.world.faults.configure({"throttle": {"budget": 12, "window_seconds": 2, "max_delay_seconds": 0.05}})
+    no_identity = fresh.world.issue_pat(ORG, fresh.org.owner_key, {"vso.graph"}).token  # one call per group
+
+    async def go() -> tuple[list, Any]:
+        async with await fresh.client(no_identity) as c:
+            groups = [g["descriptor"] for g in await _all(c.graph.iter_groups())]
+            pairs = [p async for p in c.memberships(groups)]
+            return pairs, c.stats
+
+    pairs, stats = asyncio.run(go())
+    assert _edges(pairs) == truth
+    assert stats.throttled > 0 and stats.waited_seconds > 0
+    print(f"\nthrottled: {stats.total} requests, {stats.throttled} throttled answers, "
+          f"{stats.retries} retries, waited {stats.waited_seconds:.1f}s")
+
+
+def test_expired_pat_is_an_authentication_error(fresh: Sim) -> None:
+    from datetime import timedelta
+
+    expired = fresh.world.issue_pat(ORG, fresh.org.owner_key, {"app_token"}, lifetime=timedelta(seconds=-1)).token
+
+    async def go() -> None:
+        async with await fresh.client(expired) as c:
+            await _all(c.graph.iter_users())
+
+    with pytest.raises(AuthenticationError) as e:
+        asyncio.run(go())
+    assert e.value.status == 401 and expired not in str(e.value)
