@@ -112,9 +112,11 @@ class _Resolver:
         raise SimError("not_found", f"VS403325: The graph subject with descriptor '{ref}' could not be found.")
 
     def user_key(self, ref: Any, what: str) -> str:
+        """Storage key of a person (aad/msa user): licences belong to people, not to service identities
+        or service principals (those have their own entitlement APIs)."""
         ident = self.org.get(self(ref, what))
-        if ident.subject_kind == "group":
-            raise SimError("invalid", f"{ref} is not a user.")
+        if ident.subject_type not in ("aad", "msa"):
+            raise SimError("invalid", f"{ref} is not a user account.")
         return ident.storage_key
 
 

@@ -154,6 +154,14 @@ def test_user_lifecycle_and_license_events(org: OrgState) -> None:
     assert res["error"] == "forbidden"
     res, _ = _one(org, {"op": "change_license", "user": "nobody@fabrikam.com", "license": "express"})
     assert res["error"] == "not_found"
+    # Licences and removal through userentitlements are for people only.
+    sp = next(org.service_principals())
+    svc = next(u for u in org.users() if u.subject_type == "svc")
+    for ref in (sp.descriptor, svc.descriptor):
+        res, events = _one(org, {"op": "remove_user", "user": ref})
+        assert res["error"] == "invalid" and events == [] and ref in org.identities
+        res, _ = _one(org, {"op": "change_license", "user": ref, "license": "express"})
+        assert res["error"] == "invalid"
 
 
 def res_key(org: OrgState, upn: str) -> str:
