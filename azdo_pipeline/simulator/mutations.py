@@ -31,7 +31,18 @@ visible — the clock never moves backwards).
 Subjects (`container`, `member`, `user`, `descriptor`) may be given as a descriptor, a storage key
 or a principal name (users: UPN; groups: `[Scope]\\Name`).
 
+`license` is a key of `LICENSES` (express/basic, stakeholder, advanced, none, vs_enterprise,
+vs_professional) or a raw accountLicenseType; `source` / `msdn` override the licensing source and
+msdnLicenseType. Licence and removal ops accept people (aad/msa) only.
+
+`random_ops(org, rng, n)` draws a realistic mix (mostly membership adds/removes, then licence
+changes, new users with a first group, sign-ins, Entra changes, team admins, a few groups and
+projects created/deleted) against a shadow of the organization, so every op it returns is valid when
+applied in order. `check_invariants(org)` lists internal-consistency problems (used by the tests).
+
 Choices:
+- `random_ops` never removes a user who is in an Entra group: the real service keeps such a user
+  in the organization through the group, which the state model does not represent.
 - Team administrators are a team ACE, not a group membership, and the audit docs list no event for
   them, so `add_team_admin` / `remove_team_admin` write no audit event (a sync must re-read teams).
 - `add_user` gives the new user status `pending` (as POST userentitlements does) and registers an
