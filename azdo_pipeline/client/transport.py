@@ -293,7 +293,7 @@ class Requester:
             if resp is None:
                 assert failure is not None
                 # A connect failure means nothing was sent: safe to retry any request.
-                sent = not isinstance(failure, httpx.ConnectError | httpx.ConnectTimeout)
+                sent = not isinstance(failure, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
                 what = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
                 err: AzureDevOpsError = TransientError(
                     f"{method} {safe_url(url)} failed: {what}", status=0, url=safe_url(url),

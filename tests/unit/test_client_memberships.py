@@ -214,3 +214,28 @@ def test_unknown_member_lookups_are_coalesced_across_chunks() -> None:
     assert got == d.expected()
     lookups = sum(1 for r in svc.requests if r.method == "POST" and b"identityIds" in r.content)
     assert lookups <= 7, lookups  # ceil(509 / 100) = 6, +1 for the probing first chunk
+
+
+def test_create_account_after_a_503_looks_first_then_posts_again() -> None:
+    svc = FakeService()
+    existing: set[str] = set()
+    posts = {"n": 0}
+
+    def get(request: httpx.Request) -> httpx.Response:
+        members = [{"id": "id-1", "user": {"principalName": p}} for p in existing]
+        return json_response({"members": members, "continuationToken": None})
+
+    def post(request: httpx.Request) -> httpx.Response:
+        posts["n"] += 1
+        if posts["n"] == 1:
+            return httpx.Response(503, text="Service Unavailable")  # not processed
+        existing.add(json.loads(request.content)["user"]["principalName"])
+        return json_response({"isSuccess": True, "operationResult": {"isSuccess": True, "errors": [],
+                                                                       "result": {"id": "id-1"}}})
+
+    svc.on("GET", "/_apis/userentitlements", get)
+    svc.on("POST", "/_apis/userentitlements", post)
+    out = _add(svc, "a@fabrikam.com", "express")
+    assert out["outcome"] == "created" and posts["n"] == 2
+    # pre-check, re-check after the 503: the POST itself was never retried blindly by the transport
+    assert svc.count("GET", "/_apis/userentitlements") == 2
