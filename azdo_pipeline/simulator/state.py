@@ -22,6 +22,7 @@ from typing import Any
 # .NET DateTime.MaxValue.Ticks: audit entry ids start with (MaxTicks - ticks) so they sort newest first.
 _MAX_TICKS = 3155378975999999999
 _EPOCH_TICKS = 621355968000000000  # ticks at 1970-01-01
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 AZURE_DEVOPS_SERVICE_ACTOR = "00000002-0000-8888-8000-000000000000"
 NEVER = datetime(1, 1, 1, tzinfo=UTC)  # lastAccessedDate of never-accessed users
 AUDIT_RETENTION = timedelta(days=90)
@@ -75,7 +76,7 @@ def b64url_decode(text: str) -> str:
 
 
 def dotnet_ticks(ts: datetime) -> int:
-    return _EPOCH_TICKS + int(ts.timestamp() * 10_000_000)
+    return _EPOCH_TICKS + (ts - _UNIX_EPOCH) // timedelta(microseconds=1) * 10  # exact, no float
 
 
 def iso(ts: datetime) -> str:
@@ -240,6 +241,7 @@ class OrgState:
         self.entitlements: dict[str, UserEntitlement] = {}  # user storage key -> entitlement
         self.projects: dict[str, Project] = {}  # id -> project
         self.project_order: list[str] = []
+        self._project_names: set[str] = set()  # lower-case names, for the duplicate check
         self.teams: dict[str, Team] = {}  # id -> team
         self.audit: list[AuditEvent] = []
         self.org_groups: dict[str, str] = {}  # ORG_ROLES key -> descriptor
@@ -336,6 +338,10 @@ class OrgState:
         group = self.get(descriptor)
         if not group.is_group:
             raise SimError("invalid", f"{descriptor} is not a group.")
+        if group.is_team or group.role:
+            # Team groups go with their team; built-in groups cannot be deleted (real: 403/400).
+            raise SimError("forbidden", f"The group '{group.principal_name}' is a team or built-in group "
+                                        "and cannot be deleted.")
         for m in list(self.down.get(descriptor, ())):
             self._unlink(descriptor, m)
         for c in list(self.up.get(descriptor, ())):
@@ -450,7 +456,7 @@ class OrgState:
 
     # ---- entitlements ------------------------------------------------------------------
     def set_entitlement(self, user_key: str, license_type: str, source: str = "account",
-                        msdn: str = "none", *, status: str = "active",
+                        msdn: str = "none", *, status: str | None = None,
                         last_accessed: datetime = NEVER, actor_key: str | None = None,
                         audit: bool = True) -> UserEntitlement:
         """Assign or change a licence; writes Licensing.Assigned / Licensing.Modified."""
@@ -458,6 +464,8 @@ class OrgState:
         if user is None:
             raise SimError("not_found", f"User {user_key} not found.")
         prev = self.entitlements.get(user_key)
+        if status is None:  # a licence change keeps a pending/disabled user's status
+            status = prev.status if prev else "active"
         ent = UserEntitlement(user_key, license_type, source, msdn, status,
                               prev.date_created if prev else self.world.clock.now(),
                               prev.last_accessed if prev else last_accessed)
@@ -493,7 +501,7 @@ class OrgState:
         del self.by_key[user_key]
         if user.origin == "aad":
             self.by_origin_id.pop(user.origin_id, None)
-        self.user_order.remove(user.descriptor)
+        (self.sp_order if user.subject_kind == "servicePrincipal" else self.user_order).remove(user.descriptor)
         self.record("Licensing.Removed", "remove",
                     {"UserIdentifier": user.principal_name,
                      "AccessLevel": ent.license_display_name if ent else "None"},
@@ -502,8 +510,9 @@ class OrgState:
     # ---- projects and teams ------------------------------------------------------------
     def create_project(self, name: str, *, description: str = "", visibility: str = "private",
                        actor_key: str | None = None, project_id: str | None = None) -> Project:
-        if any(p.name.lower() == name.lower() for p in self.projects.values()):
+        if name.lower() in self._project_names:
             raise SimError("conflict", f"TF200019: The following project already exists: {name}.")
+        self._project_names.add(name.lower())
         pid = project_id or self.new_guid()
         now = self.world.clock.now()
         proj = Project(pid, name, description, visibility, "wellFormed", 1, now)
@@ -545,6 +554,7 @@ class OrgState:
         for tid in [t.id for t in self.teams.values() if t.project_id == project_id]:
             del self.teams[tid]
         del self.projects[project_id]
+        self._project_names.discard(proj.name.lower())
         self.project_order.remove(project_id)
         self.record("Project.HardDeleteCompleted", "remove",
                     {"ProjectId": project_id, "ProjectName": proj.name, "ProjectDeleteType": "Hard"},

@@ -362,19 +362,15 @@ def test_collection_admin_is_transitive(org: OrgState) -> None:
     assert org.transitive_groups(u.descriptor) == {admins.descriptor, pca}
 
 
-# ---- known gaps in state.py (reported to the lead; strict xfail so a fix makes them visible) ----
+# ---- former gaps in state.py, fixed ----
 
 
-@pytest.mark.xfail(strict=True, reason="state.remove_user deletes the identity, then user_order.remove "
-                                       "raises ValueError for a service principal (it is in sp_order)")
 def test_remove_user_of_a_service_principal_keeps_indexes_consistent(org: OrgState) -> None:
     sp = org.add_service_principal(display_name="deploy")
     org.remove_user(sp.storage_key)
     assert sp.descriptor not in org.identities and sp.descriptor not in org.sp_order
 
 
-@pytest.mark.xfail(strict=True, reason="state.delete_group accepts a team's group and leaves the Team "
-                                       "pointing at a deleted group")
 def test_deleting_a_team_group_never_leaves_a_dangling_team(org: OrgState) -> None:
     proj = org.create_project("Apollo")
     team = org.create_team(proj.id, "Web", audit=False)
