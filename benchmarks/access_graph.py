@@ -9,7 +9,8 @@
 2. Runs each contender in a fresh subprocess (so peak RSS is its own; ru_maxrss of the child):
    - ours-closure: the shortest-path closure principal → group (with paths) over all principals;
    - duckdb-closure: the same closure as a recursive CTE (USING KEY, breadth-first, cycle-safe);
-   - ours-full: every access-graph table built and streamed to Parquet (write_access_graph).
+   - ours-full: every access-graph table built and streamed to Parquet (write_access_graph);
+   - ours-in-memory: every table built and held in memory (build_access_graph).
 3. Prints the figures and the ratios (DuckDB time / ours: above 1 means we are faster).
 """
 
@@ -220,7 +221,17 @@ def run_ours_full(d: Path) -> dict:
     return {"seconds": secs, "rows": counts, "parquet_mb": round(size / 2**20, 1)}
 
 
-CONTENDERS = {"ours-closure": run_ours_closure, "duckdb-closure": run_duckdb_closure, "ours-full": run_ours_full}
+def run_ours_in_memory(d: Path) -> dict:
+    from azdo_pipeline.accessgraph.build import build_access_graph
+
+    t0 = time.perf_counter()
+    graph = build_access_graph(_read_raw(d), organization=ORG)
+    return {"seconds": time.perf_counter() - t0, "rows": {k: t.num_rows for k, t in graph.items()},
+            "arrow_mb": round(sum(t.nbytes for t in graph.values()) / 2**20, 1)}
+
+
+CONTENDERS = {"ours-closure": run_ours_closure, "duckdb-closure": run_duckdb_closure, "ours-full": run_ours_full,
+              "ours-in-memory": run_ours_in_memory}
 
 
 def child(name: str, d: Path) -> None:
@@ -258,7 +269,8 @@ def main() -> None:
         results[name] = r = measure(name, d)
         rows = r["rows"] if isinstance(r["rows"], int) else r["rows"].get("effective_grants")
         print(f"  {name:15s} {r['seconds']:8.2f} s   peak RSS {r['peak_rss_mb']:8.1f} MB   rows {rows:,}"
-              + (f"   parquet {r['parquet_mb']} MB" if "parquet_mb" in r else ""))
+              + (f"   parquet {r['parquet_mb']} MB" if "parquet_mb" in r else "")
+              + (f"   arrow {r['arrow_mb']} MB" if "arrow_mb" in r else ""))
     ours, duck = results.get("ours-closure"), results.get("duckdb-closure")
     if ours and duck:
         same = ours["rows"] == duck["rows"] and ours["depth_sum"] == duck["depth_sum"]
