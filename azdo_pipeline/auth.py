@@ -444,4 +444,17 @@ def credential_from_config(org: Any, environ: Mapping[str, str] | None = None) -
     return OAuthCredential(oauth_settings(org, environ), org.name)
 
 
+def login_from_config(org_name: str, *, device_code: bool = False, config_path: str | Path | None = None,
+                      **kwargs: Any) -> Path:
+    """What `azdo-pipeline login --org NAME [--device-code]` runs: load the configuration, check the
+    organization uses OAuth, log in once and write its token cache."""
+    from .config import OAuthAuth, load_config
+
+    org = load_config(config_path).org(org_name)
+    if not isinstance(org.auth, OAuthAuth):
+        raise ConfigurationError(f"organization {org.name} uses auth.method: pat; there is nothing to log in to "
+                                 "(set auth.method: oauth with tenant_id and client_id to use OAuth)")
+    return login(org, device_code=device_code, **kwargs)
+
+
 credential_for = credential_from_config  # the name the Dagster resource layer uses

@@ -153,3 +153,10 @@ def test_credential_from_config(tmp_path: Path) -> None:
 def test_default_token_cache_is_outside_the_repo() -> None:
     p = auth.default_token_cache("fabrikam")
     assert p == Path.home() / ".azdo-pipeline" / "fabrikam.msal.json"
+
+
+def test_login_from_config_refuses_pat_orgs(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("organizations: [{name: fabrikam, auth: {method: pat, pat_env: AZDO_PAT}}]")
+    with pytest.raises(ConfigurationError, match="nothing to log in"):
+        auth.login_from_config("fabrikam", config_path=f)
