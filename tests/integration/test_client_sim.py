@@ -292,3 +292,38 @@ def test_expired_pat_is_an_authentication_error(fresh: Sim) -> None:
     with pytest.raises(AuthenticationError) as e:
         asyncio.run(go())
     assert e.value.status == 401 and expired not in str(e.value)
+
+
+def test_medium_org_lists_and_batched_memberships_equal_truth() -> None:
+    sim = Sim("medium")
+    sim.server.start()
+    try:
+        truth = sim.truth()
+
+        async def go() -> tuple[dict[str, Any], Any, int]:
+            async with await sim.client() as c:
+                out = {"users": await _all(c.graph.iter_users()), "groups": await _all(c.graph.iter_groups()),
+                       "teams": await _all(c.core.iter_teams()), "projects": await _all(c.core.iter_projects()),
+                       "ents": await _all(c.entitlements.iter_user_entitlements())}
+                keys = {e["id"]: e["user"]["descriptor"] for e in out["ents"]}
+                keys.update({g["originId"]: g["descriptor"] for g in out["groups"]
+                             if g["descriptor"].startswith("vssgp.")})
+                before = c.stats.total
+                out["pairs"] = [p async for p in c.memberships([g["descriptor"] for g in out["groups"]],
+                                                               storage_keys=keys)]
+                return out, c.stats, c.stats.total - before
+
+        got, stats, n = asyncio.run(go())
+    finally:
+        sim.server.stop()
+    assert sorted(u["descriptor"] for u in got["users"] if u["descriptor"].split(".")[0] in ("aad", "msa")) == \
+        [r["descriptor"] for r in truth["users"]]
+    assert sorted(g["descriptor"] for g in got["groups"]) == [r["descriptor"] for r in truth["groups"]]
+    assert sorted(t["id"] for t in got["teams"]) == sorted(r["id"] for r in truth["teams"])  # > 100 teams
+    assert len(got["teams"]) > 100
+    assert sorted(p["id"] for p in got["projects"]) == sorted(r["id"] for r in truth["projects"])
+    assert _edges(got["pairs"]) == sorted((r["container_descriptor"], r["member_descriptor"])
+                                          for r in truth["memberships"])
+    print(f"\nmedium: {len(got['groups'])} groups, {len(truth['memberships'])} edges, memberships in {n} requests; "
+          f"by endpoint {dict(stats.by_endpoint)}")
+    assert n * 20 < len(got["groups"])
