@@ -445,6 +445,8 @@ ROUTES: list[BaseRoute] = [
     route("/{org}/_apis/projects/{project}/teams", list_project_teams, ["GET"]),
     route("/{org}/_apis/projects/{project}/teams/{team}", get_team, ["GET"]),
     route("/{org}/_apis/projects/{project}/teams/{team}/members", list_team_members, ["GET"]),
+    # the spec example calls ".../members/?api-version=…" (trailing slash); answer it, do not redirect
+    route("/{org}/_apis/projects/{project}/teams/{team}/members/", list_team_members, ["GET"]),
     route("/{org}/_apis/teams", list_all_teams, ["GET"]),
     route("/{org}/_apis/connectiondata", connection_data, ["GET"]),
 ]

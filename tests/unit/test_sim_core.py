@@ -199,6 +199,9 @@ def test_team_by_name_and_members_with_admin_flags(env) -> None:
         assert m["identity"]["uniqueName"] == ident.principal_name
         assert m["identity"].get("isContainer", False) == ident.is_group
     assert any(m["isTeamAdmin"] for m in body["value"]) or not (team.admins & members)
+    slash = client.get(f"/fabrikam/_apis/projects/{proj.id}/teams/{team.id}/members/",
+                       params={"api-version": "7.1"}, headers=h)
+    assert slash.status_code == 200 and slash.json() == body
     # paging of members: $top / $skip
     one = client.get(f"/fabrikam/_apis/projects/{proj.id}/teams/{team.id}/members",
                      params={"api-version": "7.1", "$top": "1", "$skip": "1"}, headers=h).json()
