@@ -1,0 +1,162 @@
+"""Full-sync benchmark: our client vs a naive sequential one, against the simulator over HTTPS.
+
+    python benchmarks/full_sync.py --size large            # no added latency, then 50-150 ms
+    python benchmarks/full_sync.py --size medium --latency 0
+
+The simulator runs in its own process (so its memory is not counted); each sync runs in a fresh
+process and reports its own peak RSS. Printed per setting: requests by endpoint, the minimum the
+API allows for this organization (pages + batched membership reads at the API's batch limit),
+wall time, peak RSS, rows per table, and the naive client's figures with the ratio.
+
+The naive client is our own code configured the naive way: one request at a time
+(max_concurrency=1) and a PAT without the Identities scope, so memberships are read with one
+`graph/memberships/{group}` call per group — what most scripts and SDK-based tools do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ORG = "fabrikam"
+NAIVE_SCOPES = ["vso.graph", "vso.project", "vso.memberentitlementmanagement", "vso.profile"]
+
+
+def _minimum_requests(org: Any, batch: int, sync_teams: bool) -> dict[str, int]:
+    """Fewest requests the API allows for a full sync of `org` (reference §2 page sizes)."""
+    from azdo_pipeline.simulator.truth import ground_truth
+
+    truth = ground_truth(org)
+    known = {u["storage_key"] for u in truth["users"]} | {g["storage_key"] for g in truth["groups"]}
+    by_desc = {i.descriptor: i.storage_key for i in org.identities.values()}
+    member_keys = {by_desc[m["member_descriptor"]] for m in truth["memberships"]}
+    unknown = len(member_keys - known)  # service accounts, service principals, Entra groups
+    teams = list(org.teams.values())
+    n_teams = len(teams)
+    minimum = {
+        "discovery": 1,
+        "graph/users (500/page)": max(1, math.ceil(len(org.user_order) / 500)),
+        "graph/groups (500/page)": max(1, math.ceil(len(org.group_order) / 500)),
+        "graph/serviceprincipals (500/page)": max(1, math.ceil(len(org.sp_order) / 500)),
+        "userentitlements (100/page)": max(1, math.ceil(len(org.entitlements) / 100)),
+        "projects (100/page)": max(1, math.ceil(len(org.projects) / 100)),
+        "teams ($top=100 until a short page)": n_teams // 100 + 1,
+        f"memberships (identitybatch, {batch} groups/call)": math.ceil(len(org.group_order) / batch),
+        f"member ids resolved (identitybatch, {batch}/call)": math.ceil(unknown / batch),
+    }
+    if sync_teams:
+        minimum["team members (one team per call, 100/page)"] = sum(
+            len(org.members(t.group_descriptor)) // 100 + 1 for t in teams)
+    return minimum
+
+
+def serve(size: str, seed: int, queue: Any, stop: Any) -> None:
+    from azdo_pipeline.simulator.generator import generate
+    from azdo_pipeline.simulator.routes_identities import IDENTITY_BATCH_MAX
+    from azdo_pipeline.simulator.server import SimulatorServer
+    from azdo_pipeline.simulator.state import World
+
+    world = World(seed=seed)
+    org = generate(world, ORG, size=size, seed=seed)
+    full = world.issue_pat(ORG, org.owner_key, {"app_token"}).token
+    naive = world.issue_pat(ORG, org.owner_key, set(NAIVE_SCOPES)).token
+    with SimulatorServer(world) as server:
+        queue.put({"base_url": server.base_url, "org_url": server.org_url(ORG), "ca_file": server.ca_file,
+                   "full": full, "naive": naive,
+                   "minimum": _minimum_requests(org, IDENTITY_BATCH_MAX, sync_teams=True),
+                   "counts": {"users": len(org.user_order), "groups": len(org.group_order),
+                              "projects": len(org.projects), "memberships": org.membership_count()}})
+        stop.wait()
+
+
+def run_sync(info: dict, token: str, concurrency: int, queue: Any) -> None:
+    from azdo_pipeline.auth import PatCredential
+    from azdo_pipeline.client import AzureDevOpsClient, ClientSettings
+    from azdo_pipeline.store import Store
+    from azdo_pipeline.sync.full import SyncOptions, full_sync
+
+    async def go() -> Any:
+        settings = ClientSettings(ca_bundle=info["ca_file"], max_concurrency=concurrency)
+        async with await AzureDevOpsClient.connect(info["org_url"], PatCredential(token), settings=settings) as c:
+            with tempfile.TemporaryDirectory() as tmp:
+                return await full_sync(c, Store(Path(tmp)), ORG, "bench", SyncOptions(sync_teams=True))
+
+    t0 = time.perf_counter()
+    report = asyncio.run(go())
+    wall = time.perf_counter() - t0
+    queue.put({"wall": wall, "requests": report.requests, "by_endpoint": report.requests_by_endpoint,
+               "rows": {k: v.rows for k, v in report.tables.items()},
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def _child(target: Any, *args: Any) -> dict:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    out = q.get()
+    p.join()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="large")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--latency", default="both", help="'0', 'MIN-MAX' in ms, or 'both' (0 and 50-150)")
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--skip-naive", action="store_true")
+    args = ap.parse_args()
+    settings = [(0, 0), (50, 150)] if args.latency == "both" else [
+        tuple(int(x) for x in args.latency.split("-")) if "-" in args.latency else (0, 0)]
+
+    ctx = mp.get_context("spawn")
+    q, stop = ctx.Queue(), ctx.Event()
+    t0 = time.perf_counter()
+    server = ctx.Process(target=serve, args=(args.size, args.seed, q, stop), daemon=True)
+    server.start()
+    info = q.get()
+    print(f"simulator: {args.size} org {info['counts']} ready in {time.perf_counter() - t0:.1f}s")
+    minimum = info["minimum"]
+    min_total = sum(minimum.values())
+    print(f"minimum requests the API allows: {min_total}")
+    for k, v in minimum.items():
+        print(f"  {v:7d}  {k}")
+    admin = httpx.Client(base_url=info["base_url"], verify=info["ca_file"])
+    try:
+        for lo, hi in settings:
+            admin.put("/_sim/faults", json={"latency_ms": [lo, hi], "seed": 1}).raise_for_status()
+            label = "no added latency" if hi == 0 else f"{lo}-{hi} ms added per request"
+            print(f"\n=== {label} ===")
+            ours = _child(run_sync, info, info["full"], args.concurrency)
+            print(f"ours : {ours['wall']:8.2f}s  {ours['requests']:6d} requests "
+                  f"({ours['requests'] / min_total:.3f}x minimum)  peak RSS {ours['peak_rss_mb']:.0f} MiB")
+            for k, v in sorted(ours["by_endpoint"].items(), key=lambda kv: -kv[1]):
+                print(f"  {v:7d}  {k}")
+            print("  rows: " + ", ".join(f"{k}={v}" for k, v in ours["rows"].items()))
+            if args.skip_naive:
+                continue
+            naive = _child(run_sync, info, info["naive"], 1)
+            print(f"naive: {naive['wall']:8.2f}s  {naive['requests']:6d} requests  "
+                  f"peak RSS {naive['peak_rss_mb']:.0f} MiB")
+            same = naive["rows"] == ours["rows"]
+            print(f"ratio: ours is {naive['wall'] / ours['wall']:.1f}x faster with "
+                  f"{naive['requests'] / ours['requests']:.1f}x fewer requests (same rows: {same})")
+    finally:
+        stop.set()
+        server.join(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
