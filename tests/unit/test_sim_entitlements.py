@@ -251,3 +251,23 @@ def test_service_principal_entitlement(env: Env) -> None:
     # service principals are not in the user list
     ids = {m["id"] for m in env.client.get(URL, params=V, headers=env.admin).json()["members"]}
     assert sp.storage_key not in ids
+
+
+def test_bodies_echo_the_host_style(env: Env, asgi_client_for) -> None:
+    cloud = asgi_client_for(env.world)  # base https://dev.azure.com
+    key = env.org.owner_key
+    r = cloud.get(f"https://vsaex.dev.azure.com/fabrikam/_apis/userentitlements/{key}", params=V, headers=env.admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["user"]["url"].startswith("https://vssps.dev.azure.com/fabrikam/_apis/")
+    r = cloud.get(f"https://fabrikam.vsaex.visualstudio.com/_apis/userentitlements/{key}", params=V,
+                  headers=env.admin)
+    assert r.status_code == 200, r.text
+    assert r.json()["user"]["url"].startswith("https://fabrikam.vssps.visualstudio.com/_apis/")
+    audit = cloud.get("https://auditservice.dev.azure.com/fabrikam/_apis/audit/auditlog",
+                      params={"api-version": "7.1-preview.1"}, headers=pat(env.world, env.org, key, {"vso.auditlog"}))
+    entry = next(e for e in audit.json()["decoratedAuditLogEntries"] if e["actorImageUrl"])
+    assert entry["actorImageUrl"].startswith("https://dev.azure.com/fabrikam/_apis/GraphProfile/MemberAvatars/")
+    teams = cloud.get("https://fabrikam.visualstudio.com/_apis/teams", params={"api-version": "7.1-preview.3"},
+                      headers=pat(env.world, env.org, key, {"vso.project"}))
+    assert teams.json()["value"][0]["url"].startswith("https://fabrikam.visualstudio.com/_apis/projects/")
+    assert teams.json()["value"][0]["identityUrl"].startswith("https://fabrikam.vssps.visualstudio.com/_apis/")
