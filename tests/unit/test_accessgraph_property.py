@@ -4,6 +4,7 @@ graphs with cycles); paths are real membership chains and shortest; `via` is rig
 from __future__ import annotations
 
 import itertools
+import os
 from collections import deque
 
 import pyarrow as pa
@@ -12,7 +13,10 @@ from hypothesis import strategies as st
 
 from azdo_pipeline.accessgraph.build import build_access_graph
 from azdo_pipeline.accessgraph.checks import run_all
+from azdo_pipeline.accessgraph.effective import effective_batch, iter_effective
+from azdo_pipeline.accessgraph.index import GraphIndex
 from azdo_pipeline.accessgraph.model import license_level
+from azdo_pipeline.accessgraph.schemas import EFFECTIVE_GRANTS
 from azdo_pipeline.schemas import RAW_TABLES
 
 ROLES = {"Project Administrators": "project_administrators", "Contributors": "contributors",
@@ -174,12 +178,21 @@ def _check(w: dict) -> None:
         expected_via = "direct" if depth == 0 else ("azure_devops_group" if avoid else "entra_group")
         assert row["via"] == expected_via, (key, row)
         assert (row["via"] == "entra_group") == any(g in entra for g in path)
+    # chunks of principals (one edge per chunk) give exactly the same rows
+    ix = GraphIndex.from_raw(w["raw"])
+    chunked = [effective_batch(ix, r) for r in iter_effective(ix, chunk_edges=1)]
+    assert sorted(map(_key, pa.Table.from_batches(chunked, schema=EFFECTIVE_GRANTS).to_pylist())) == \
+        sorted(map(_key, eff))
     outcomes = run_all(w["raw"], graph)
     for name, o in outcomes.items():
         if name != "membership_cycles":
             assert o.passed, (name, o)
     has_cycle = _has_cycle(edges, {g["descriptor"] for g in w["groups"]})
     assert outcomes["membership_cycles"].passed == (not has_cycle)
+
+
+def _key(row: dict) -> tuple:
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(row.items()))
 
 
 def _has_cycle(edges: set[tuple[str, str]], groups: set[str]) -> bool:
@@ -190,7 +203,9 @@ def _has_cycle(edges: set[tuple[str, str]], groups: set[str]) -> bool:
     return any(g in up.get(x, ()) for g in groups for x in [g, *_bfs(up, g, set(), False)])
 
 
-PROFILE = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# AG_EXAMPLES=2000 for a deeper run than the suite's default
+PROFILE = settings(max_examples=int(os.environ.get("AG_EXAMPLES", "150")), deadline=None,
+                   suppress_health_check=[HealthCheck.too_slow])
 
 
 @PROFILE
