@@ -119,11 +119,13 @@ def _requested_version(request: Request) -> str | None:
     return None
 
 
-def check_api_version(request: Request, *, preview: bool) -> Response | None:
+def check_api_version(request: Request, *, preview: bool,
+                      min_version: tuple[int, int] = (1, 0), route: str = "") -> Response | None:
     """The real api-version negotiation errors, or None when the version is acceptable.
 
     preview: the resource is preview-only at every version (Graph except descriptors/storagekeys),
     so a released version such as `7.1` is refused with VssInvalidPreviewVersionException.
+    min_version: the controller's first version (ControllerApiVersion); older requests are refused.
     """
     v = _requested_version(request)
     if v is None:
@@ -142,6 +144,11 @@ def check_api_version(request: Request, *, preview: bool) -> Response | None:
         latest = ".".join(map(str, LATEST_API_VERSION))
         return http.ado_error(400, f"The requested REST API version of {major}.{minor} is out of range for this "
                                    f"server. The latest REST API version this server supports is {latest}.",
+                              "VssVersionOutOfRangeException")
+    if (major, minor) < min_version:
+        # UNVERIFIED route name in the message; the text is WebApiResources.ApiVersionOutOfRangeForRoute.
+        return http.ado_error(400, f"The request matched route {route}, but the requested REST API version "
+                                   f"{major}.{minor} was outside the valid version range for this route.",
                               "VssVersionOutOfRangeException")
     if preview and not m.group(3):
         base = f"{major}.{minor}"
@@ -163,8 +170,8 @@ class CIRoute(Route):
 Handler = Callable[[Request, OrgState, http.Caller, Any], Response]
 
 
-def api(scope: str, *, preview: bool = True, write: bool = False,
-        body: bool = False) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+def api(scope: str, *, preview: bool = True, write: bool = False, body: bool = False,
+        min_version: tuple[int, int] = (3, 2)) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
     """Wrap a synchronous handler: scope check, api-version, JSON body, world lock, PCA check, errors.
 
     The handler runs entirely under `world.lock` (it must not await).
@@ -174,7 +181,8 @@ def api(scope: str, *, preview: bool = True, write: bool = False,
         @functools.wraps(fn)
         async def endpoint(request: Request) -> Response:
             caller = http.need(request, scope)  # AuthFailure -> the app's 401
-            bad = check_api_version(request, preview=preview)
+            route = (getattr(request.scope.get("route"), "path", "") or request.url.path).split("/_apis/", 1)[-1]
+            bad = check_api_version(request, preview=preview, min_version=min_version, route=route)
             if bad is not None:
                 return bad
             payload: Any = None
@@ -341,7 +349,7 @@ def get_user(request: Request, org: OrgState, caller: http.Caller, _: Any) -> Re
 
 
 # ---- service principals --------------------------------------------------------------------
-@api("vso.graph")
+@api("vso.graph", min_version=(7, 1))
 def list_service_principals(request: Request, org: OrgState, caller: http.Caller, _: Any) -> Response:
     def keep(ident: Identity, scope: str | None) -> bool:
         return ident.subject_kind == "servicePrincipal" and (scope is None or _in_project(org, ident, scope))
@@ -350,7 +358,7 @@ def list_service_principals(request: Request, org: OrgState, caller: http.Caller
     return _list_page(request, org, "serviceprincipals", org.sp_order, keep, filter_types=False)
 
 
-@api("vso.graph")
+@api("vso.graph", min_version=(7, 1))
 def get_service_principal(request: Request, org: OrgState, caller: http.Caller, _: Any) -> Response:
     d = request.path_params["descriptor"]
     st = parse_descriptor(d)
@@ -620,7 +628,7 @@ def membership_state(request: Request, org: OrgState, caller: http.Caller, _: An
 
 
 # ---- descriptors / storage keys ----------------------------------------------------------
-@api("vso.graph", preview=False)
+@api("vso.graph", preview=False, min_version=(3, 1))
 def get_descriptor(request: Request, org: OrgState, caller: http.Caller, _: Any) -> Response:
     raw = request.path_params["storage_key"]
     try:
@@ -691,7 +699,7 @@ def subject_lookup(request: Request, org: OrgState, caller: http.Caller, payload
     return http.ado_json({"count": len(result), "value": result})
 
 
-@api("vso.graph", body=True)
+@api("vso.graph", body=True, min_version=(5, 1))
 def subject_query(request: Request, org: OrgState, caller: http.Caller, payload: Any) -> Response:
     if not isinstance(payload, dict) or not str(payload.get("query") or "").strip():
         raise argument_error("Value cannot be null or empty.\r\nParameter name: Query")

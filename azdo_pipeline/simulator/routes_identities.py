@@ -99,7 +99,7 @@ def _body(org: OrgState, found: list[Identity | None], qm: str) -> dict[str, Any
     return {"count": len(value), "value": value}
 
 
-@api("vso.identity", preview=False)
+@api("vso.identity", preview=False, min_version=(1, 0))
 def read_identities(request: Request, org: OrgState, caller: http.Caller, _: Any) -> Response:
     if len(request.url.query) > MAX_QUERY_STRING:
         return http.page_not_found()
@@ -116,7 +116,7 @@ def read_identities(request: Request, org: OrgState, caller: http.Caller, _: Any
     return http.ado_json(_body(org, found, qm))
 
 
-@api("vso.identity", preview=False, body=True)
+@api("vso.identity", preview=False, body=True, min_version=(1, 0))
 def identity_batch(request: Request, org: OrgState, caller: http.Caller, payload: Any) -> Response:
     if not isinstance(payload, dict):
         raise argument_error("Value cannot be null.\r\nParameter name: batchInfo")

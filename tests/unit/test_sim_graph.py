@@ -133,6 +133,15 @@ def test_api_version_errors(vssps, query, type_key, message):
     assert body["typeName"].startswith(f"Microsoft.VisualStudio.Services.WebApi.{type_key},")
 
 
+def test_resource_minimum_versions(vssps):
+    # GraphServicePrincipalsController is ControllerApiVersion(7.1); users exist since 3.2.
+    r = vssps.get("/fabrikam/_apis/graph/serviceprincipals?api-version=6.0-preview.1")
+    assert r.status_code == 400 and r.json()["typeKey"] == "VssVersionOutOfRangeException"
+    assert "outside the valid version range for this route" in r.json()["message"]
+    assert vssps.get("/fabrikam/_apis/graph/users?api-version=6.0-preview.1").status_code == 200
+    assert vssps.get("/fabrikam/_apis/graph/users?api-version=3.0-preview.1").status_code == 400
+
+
 def test_api_version_accepted_forms(vssps, tiny_org):
     for v in ("7.1-preview.1", "7.1-preview", "5.0-preview.1", "7.2-preview.1"):
         assert vssps.get(f"/fabrikam/_apis/graph/groups?api-version={v}").status_code == 200, v
