@@ -503,10 +503,10 @@ def _add_edge(org: OrgState, container: Identity, member: Identity, caller: http
 def get_membership(request: Request, org: OrgState, caller: http.Caller, _: Any) -> Response:
     s, c = request.path_params["subject"], request.path_params["container"]
     _check_edge_descriptors(s, c)
-    member, container = get_subject(org, s), get_subject(org, c)
-    if not org.is_member(c, s):
+    # GetMembership only asks IsMember: unknown subjects are "membership not found" too.
+    if s not in org.identities or c not in org.identities or not org.is_member(c, s):
         raise membership_not_found(s, c)
-    return http.ado_json(membership_json(request, org, member, container))
+    return http.ado_json(membership_json(request, org, org.identities[s], org.identities[c]))
 
 
 @api("vso.graph")

@@ -64,6 +64,8 @@ def test_unknown_and_invalid_descriptors(vssps, tiny_org):
     r = vssps.put(f"{M}/{ghost}/{group.descriptor}?{V}")
     assert r.status_code == 404 and r.json()["typeKey"] == "GraphSubjectNotFoundException"
     assert vssps.head(f"{M}/{ghost}/{group.descriptor}?{V}").status_code == 400  # HEAD: unknown subject
+    r = vssps.get(f"{M}/{ghost}/{group.descriptor}?{V}")  # GET only asks IsMember
+    assert r.status_code == 404 and r.json()["typeKey"] == "GraphMembershipNotFoundException"
     r = vssps.put(f"{M}/{group.descriptor}/{user.descriptor}?{V}")  # container is a user
     assert r.status_code == 400
     scp = "scp." + b64url(tiny_org.project_order[0])
