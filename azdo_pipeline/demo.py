@@ -64,7 +64,8 @@ def run_demo(size: str = "small", seed: int = 42, org: str = "fabrikam", data_di
                 result = job.execute_in_process(
                     partition_key=org, instance=instance,
                     resources={"azdo": AzdoPipeline(config_path=str(cfg), data_dir=str(out))},
-                    tags={"azdo/org": org, "azdo/run": f"demo-{secrets.token_hex(3)}"})
+                    tags={"azdo/org": org, "azdo/run": f"demo-{secrets.token_hex(3)}"},
+                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
                 elapsed = time.monotonic() - started
         finally:
             os.environ.pop(DEMO_PAT_ENV, None)
