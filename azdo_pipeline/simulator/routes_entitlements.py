@@ -91,15 +91,48 @@ def _canon(value: str, allowed: set[str], default: str) -> str | None:
 # ---------------------------------------------------------------------------------------------
 
 
+def _entitlement_links(request: Request, org: OrgState, ident: Identity) -> dict[str, Any]:
+    """`_links`/`url` as the entitlement examples write them (they differ from the Graph API's own).
+
+    Users (UserEntitlements/*.json): vssps host, lower-case `graph/users|memberships|…`, no avatar.
+    Service principals (ServicePrincipalEntitlements/GET__…ById.json): the vsaex host,
+    `Graph/Serviceprincipals|Memberships|MembershipStates|StorageKeys`, plus the avatar link.
+    """
+    d = ident.descriptor
+    if ident.subject_kind == "servicePrincipal":
+        vsaex = http.public_base(request, "vsaex", org.name)
+        core = http.public_base(request, "core", org.name)
+        links = {"self": {"href": f"{vsaex}/_apis/Graph/Serviceprincipals/{d}"},
+                 "memberships": {"href": f"{vsaex}/_apis/Graph/Memberships/{d}"},
+                 "membershipState": {"href": f"{vsaex}/_apis/Graph/MembershipStates/{d}"},
+                 "storageKey": {"href": f"{vsaex}/_apis/Graph/StorageKeys/{d}"},
+                 "avatar": {"href": f"{core}/_apis/GraphProfile/MemberAvatars/{d}"}}
+        return {"_links": links, "url": links["self"]["href"]}
+    vssps = http.public_base(request, "vssps", org.name)
+    links = {"self": {"href": f"{vssps}/_apis/graph/users/{d}"},
+             "memberships": {"href": f"{vssps}/_apis/graph/memberships/{d}"},
+             "membershipState": {"href": f"{vssps}/_apis/graph/membershipstates/{d}"},
+             "storageKey": {"href": f"{vssps}/_apis/graph/storagekeys/{d}"}}
+    return {"_links": links, "url": links["self"]["href"]}
+
+
 def _subject(request: Request, org: OrgState, ident: Identity) -> dict[str, Any]:
+    """The Graph subject (serialize.graph_subject) with the entitlement examples' links and key order."""
     if _graph_subject is not None:
-        return _graph_subject(request, org, ident)
-    kind = "ServicePrincipals" if ident.subject_kind == "servicePrincipal" else "Users"
-    links = http.links(request, org.name, kind, ident.descriptor)
-    return {"subjectKind": ident.subject_kind, "metaType": ident.meta_type, "domain": ident.domain,
-            "principalName": ident.principal_name, "mailAddress": ident.mail_address,
-            "origin": ident.origin, "originId": ident.origin_id, "displayName": ident.display_name,
-            **links, "descriptor": ident.descriptor}
+        base = _graph_subject(request, org, ident)
+    else:
+        base = {"subjectKind": ident.subject_kind, "metaType": ident.meta_type, "domain": ident.domain,
+                "principalName": ident.principal_name, "mailAddress": ident.mail_address,
+                "origin": ident.origin, "originId": ident.origin_id, "displayName": ident.display_name,
+                "descriptor": ident.descriptor}
+    base.update(_entitlement_links(request, org, ident))
+    if ident.subject_kind == "servicePrincipal":
+        base["metaType"] = ident.meta_type or "application"  # the SP entitlement example carries it
+    order = ("subjectKind", "applicationId", "metaType", "directoryAlias", "domain", "principalName",
+             "mailAddress", "origin", "originId", "displayName", "_links", "url", "descriptor")
+    body = {k: base[k] for k in order if k in base}
+    body.update({k: v for k, v in base.items() if k not in body})
+    return body
 
 
 def _access_level(ent: UserEntitlement) -> dict[str, Any]:
