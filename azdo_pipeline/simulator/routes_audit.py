@@ -50,6 +50,9 @@ MAX_BATCH = 1000
 ACCESS_LOG = "AuditLog.AccessLog"
 _ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 _AUDIT_TYPE = "Microsoft.VisualStudio.Services.Audit.WebApi"
+# state.py derives `area` from the actionId prefix; the real areas differ for two prefixes:
+# AuditLog.* entries say "Auditing" (auditLog example), Group.* actions sit in "Security" (actions example).
+_AREA_FIX = {"AuditLog": "Auditing", "Group": "Security"}
 
 
 def _ts(ts: datetime) -> str:
@@ -106,7 +109,7 @@ def entry_json(request: Request, org: OrgState, ev: AuditEvent, *,
         "actionId": ev.action_id,
         "data": data,
         "details": details,
-        "area": ev.area,
+        "area": _AREA_FIX.get(ev.area, ev.area),
         "category": ev.category,
         "categoryDisplayName": ev.category.capitalize(),
         "actorDisplayName": ev.actor_display_name,
