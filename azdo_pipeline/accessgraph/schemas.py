@@ -171,7 +171,8 @@ ACCESS_BY_PRINCIPAL = table_schema(
 
 PRINCIPALS_BY_PROJECT = table_schema(
     "Who can reach each project and how: one row per (project, principal) holding the project's `member` "
-    "entitlement, with the roles held and the shortest chain into the project.",
+    "entitlement, with the roles held and the shortest chain into the project. The project's own groups "
+    "(built-in groups, team groups) are not listed as principals of it.",
     ["project_id", "principal_id"],
     col("project_id", DSTR, "Project id.", nullable=False),
     col("project_name", DSTR, "Project name."),

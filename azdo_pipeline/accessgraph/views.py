@@ -70,7 +70,11 @@ def principals_by_project_batch(ix: GraphIndex, e: EffectiveRows) -> pa.RecordBa
     cat = ix.catalogue
     on_project = cat.rtype[e.ent] == RT_PROJECT
     slug = cat.slug[e.ent]
-    mem = e.take(np.flatnonzero(on_project & (slug == SLUG_MEMBER)))
+    member = on_project & (slug == SLUG_MEMBER)
+    # a project's own groups (built-in groups, teams) trivially reach it: not listed as principals
+    own = e.principal < ix.n_groups
+    own[own] = ix.group_project[e.principal[own]] == cat.resource_row[e.ent[own]] - 1  # rows: org, projects…
+    mem = e.take(np.flatnonzero(member & ~own))
     roles = np.flatnonzero(on_project & (slug >= SLUG_ROLE0) & (slug < SLUG_ROLE0 + len(model.PROJECT_ROLES)))
     if len(mem) == 0:
         return pa.RecordBatch.from_pylist([], schema=PRINCIPALS_BY_PROJECT)
@@ -84,12 +88,16 @@ def principals_by_project_batch(ix: GraphIndex, e: EffectiveRows) -> pa.RecordBa
     r_order = np.lexsort((_SLUG_RANK[r_slug], r_key))
     r_key, r_slug = r_key[r_order], r_slug[r_order]
     # every role is held through a group of the project, so every role key has a member row
-    counts = np.bincount(np.searchsorted(m_key, r_key), minlength=len(mem))
+    # (roles of the project's own groups are dropped with them)
+    pos = np.searchsorted(m_key, r_key)
+    kept = (pos < len(m_key)) & (m_key[np.minimum(pos, len(m_key) - 1)] == r_key)
+    r_key, r_slug, pos = r_key[kept], r_slug[kept], pos[kept]
+    counts = np.bincount(pos, minlength=len(mem))
     offsets = np.zeros(len(mem) + 1, np.int32)
     np.cumsum(counts, out=offsets[1:])
     role_lists = pa.ListArray.from_arrays(pa.array(offsets), dict_array(r_slug, _SLUGS, pa.int8()))
     admin = np.zeros(len(mem), bool)
-    admin[np.searchsorted(m_key, r_key[r_slug == _ADMIN_SLUG])] = True
+    admin[pos[r_slug == _ADMIN_SLUG]] = True
     proj_row = cat.resource_row[mem.ent]
     names = ix.lookup("resource_name")
     cols = [ix.lookup("resource_id").array(proj_row), names.array(proj_row),

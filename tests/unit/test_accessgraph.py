@@ -198,6 +198,11 @@ def test_principals_by_project(graph: dict[str, pa.Table]) -> None:
     assert alpha_users["Alice"]["source_id"] == d.TEAM_A and alpha_users["Alice"]["project_name"] == "Alpha"
     beta = {r["principal_id"] for r in rows(p, project_id=d.PB) if r["principal_type"] != "group"}
     assert beta == {d.CAROL, d.SVC, d.SPN}
+    # the projects' own groups are not listed; outside groups are
+    assert {r["principal_id"] for r in rows(p, principal_type="group")} == {d.ENG, d.OPS}
+    ops_alpha = one(p, project_id=d.PA, principal_id=d.OPS)
+    assert (ops_alpha["via"], ops_alpha["path"], ops_alpha["roles"]) == (
+        "entra_group", [d.ENG], ["contributors", "project_valid_users"])
 
 
 def test_checks_pass_on_a_consistent_graph(graph: dict[str, pa.Table]) -> None:
