@@ -22,10 +22,10 @@ Behaviour (reference §5) and the choices made where it is UNVERIFIED:
   so new reads never move it and a paging client sees it exactly once.
 - `GET audit/actions[?areaName=]`: `{count, value:[{area, category, actionId}]}` from a static table
   (the Security area as in the 2019 spec example, plus the areas the simulator writes).
-- Entry `area` is state.py's (the actionId prefix: Group, Licensing, Project, AuditLog), which is
-  what the current "Auditing events list" docs name the areas. The 2019 spec examples differ
-  ("Auditing" for AuditLog.AccessLog; Group.* listed under "Security" by audit/actions), so the
-  actions table and the entries do not agree for Group.* — UNVERIFIED which one today's service sends.
+- Entry `area` follows the recorded spec examples: "Auditing" for AuditLog.* (auditLog example) and
+  "Security" for Group.* (actions example, so entries and audit/actions agree); other areas are the
+  actionId prefix (Licensing, Project). The current "Auditing events list" docs name the areas
+  "AuditLog" and "Group" — UNVERIFIED which one today's service writes into `area`.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ MAX_BATCH = 1000
 ACCESS_LOG = "AuditLog.AccessLog"
 _ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 _AUDIT_TYPE = "Microsoft.VisualStudio.Services.Audit.WebApi"
+# state.py derives `area` from the actionId prefix; the recorded examples differ for two prefixes:
+# AuditLog.* entries say "Auditing" (auditLog example), Group.* sit in "Security" (actions example).
+_AREA_FIX = {"AuditLog": "Auditing", "Group": "Security"}
 
 
 def _ts(ts: datetime) -> str:
@@ -110,7 +113,7 @@ def entry_json(request: Request, org: OrgState, ev: AuditEvent, *,
         "actionId": ev.action_id,
         "data": data,
         "details": details,
-        "area": ev.area,
+        "area": _AREA_FIX.get(ev.area, ev.area),
         "category": ev.category,
         "categoryDisplayName": ev.category.capitalize(),
         "actorDisplayName": ev.actor_display_name,

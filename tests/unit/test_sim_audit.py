@@ -75,6 +75,7 @@ def test_newest_first_paging_gets_every_retained_event_once(env: Env) -> None:
     access = [e for e in entries if e["actionId"] == "AuditLog.AccessLog"]
     assert len(access) == 1 and access[0]["actorUserId"] == org.owner_key  # one per query, not per page
     assert access[0]["category"] == "access" and access[0]["categoryDisplayName"] == "Access"
+    assert access[0]["area"] == "Auditing"  # as the auditLog example
     created = next(e for e in entries if e["actionId"] == "Project.CreateCompleted"
                    and e["data"]["ProjectName"] == "Audit 11")
     assert created["projectName"] == "Audit 11" and created["scopeType"] == "project"
