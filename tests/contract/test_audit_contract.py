@@ -58,7 +58,7 @@ def test_audit_membership_event_carries_identity_ids(sim_rw: Sim, cw_rw: Contrac
     keys = set(cw_rw.org.by_key)
     for e in adds:
         assert e["data"]["GroupId"] in keys and e["data"]["MemberId"] in keys
-        assert e["category"] == "modify" and e["area"] == "Group"
+        assert e["category"] == "modify"  # area: test_entry_areas_agree_with_the_actions
 
 
 def test_audit_actions(sim: Sim) -> None:
@@ -73,3 +73,18 @@ def test_audit_actions(sim: Sim) -> None:
     security = sim.json_ok("GET", f"{AUDIT}/_apis/audit/actions?areaName=Security&{V}")
     assert_contract("audit", "Actions_List", security)
     assert security["value"] and {a["area"] for a in security["value"]} == {"Security"}
+
+
+def test_entry_areas_agree_with_the_actions(sim_rw: Sim, cw_rw: ContractWorld) -> None:
+    """An entry's area is the area audit/actions lists for its actionId and the examples' area (was F5)."""
+    log = sim_rw.json_ok("GET", f"{AUDIT}/_apis/audit/auditlog?batchSize=200&skipAggregation=true&{V}")
+    actions = {a["actionId"]: a for a in sim_rw.json_ok("GET", f"{AUDIT}/_apis/audit/actions?{V}")["value"]}
+    (log_ex,) = spec.examples_for("audit", OP)
+    (act_ex,) = spec.examples_for("audit", "Actions_List")
+    official = {a["actionId"]: a["area"] for a in act_ex.body["value"]}
+    official.update({e["actionId"]: e["area"] for e in log_ex.body["value"]["decoratedAuditLogEntries"]})
+    wrong = sorted({(e["actionId"], e["area"], actions.get(e["actionId"], {}).get("area"),
+                     official.get(e["actionId"])) for e in log["decoratedAuditLogEntries"]
+                    if e["area"] != actions.get(e["actionId"], {}).get("area")
+                    or e["area"] != official.get(e["actionId"], e["area"])})
+    assert not wrong, f"(actionId, entry area, actions area, official area): {wrong}"

@@ -16,7 +16,6 @@ AREA = "mem"
 D2 = "D2 docs/spec-deviations.md"
 D11 = "D11 docs/spec-deviations.md: metaType optional on GraphUser"
 D13 = "D13 docs/spec-deviations.md: dateCreated"
-LINKS_FINDING = "F1 docs/spec-deviations.md §5 (test_user_links_match_the_entitlement_examples)"
 
 
 def _get_examples() -> list[dict[str, Any]]:
@@ -30,7 +29,6 @@ def _entitlement_kwargs(prefix: str) -> dict[str, Any]:
     return {
         "allow_undeclared": [f"{prefix}.extensions"],  # E12/D6
         "allow_extra": {f"{prefix}.dateCreated": D13},
-        "skip": {f"{prefix}.user._links": LINKS_FINDING, f"{prefix}.user.url": LINKS_FINDING},
     }
 
 
@@ -47,8 +45,7 @@ def test_user_entitlements_list(sim: Sim, cw: ContractWorld) -> None:
                     example_bodies=[{"items": examples, "members": examples, "totalCount": 1,
                                      "continuationToken": None}],  # PagedUserEntitlementsList + D2
                     allow_undeclared=["$.members", *items["allow_undeclared"]],
-                    allow_extra={**items["allow_extra"], **members["allow_extra"]},
-                    skip={**items["skip"], **members["skip"]})
+                    allow_extra={**items["allow_extra"], **members["allow_extra"]})
     ids = {e["id"] for e in body["items"]}
     users = {k for k in cw.org.entitlements if cw.org.by_storage_key(k).subject_kind == "user"}
     assert users <= ids <= set(cw.org.entitlements)  # whether service principals are listed too is UNVERIFIED
@@ -91,15 +88,14 @@ def test_user_entitlement_get(sim: Sim, cw: ContractWorld, who: str) -> None:
     assert body["accessLevel"]["licenseDisplayName"] == ent.license_display_name
 
 
-@pytest.mark.xfail(strict=True, reason="routes_entitlements.py: UserEntitlement.user `url`/`_links` use the Graph "
-                   "casing `/_apis/Graph/Users/…` and add `_links.avatar`; the official entitlement examples "
-                   "(UserEntitlements/*.json) show `https://vssps.dev.azure.com/{org}/_apis/graph/users/{d}` "
-                   "(lower case: graph/users, graph/memberships, graph/membershipstates, graph/storagekeys) "
-                   "and no avatar link")
 def test_user_links_match_the_entitlement_examples(sim: Sim, cw: ContractWorld) -> None:
+    """Was F1: the entitlement examples write user links in lower case and without an avatar."""
     body = sim.json_ok("GET", f"{VSAEX}/_apis/userentitlements/{cw.owner.storage_key}?{V}")
     assert_contract(AREA, "User Entitlements_Get", body, allow_undeclared=["$.extensions"],
                     allow_extra={"$.dateCreated": D13})
+    d = cw.owner.descriptor
+    assert body["user"]["url"] == f"https://vssps.dev.azure.com/fabrikam/_apis/graph/users/{d}"
+    assert "avatar" not in body["user"]["_links"]
 
 
 def _post(sim: Sim, principal: str, project_id: str) -> dict[str, Any]:
@@ -112,10 +108,9 @@ def _post(sim: Sim, principal: str, project_id: str) -> dict[str, Any]:
 
 def test_user_entitlement_add(sim_rw: Sim, cw_rw: ContractWorld) -> None:
     body = _post(sim_rw, "newuser@fabrikam.example", cw_rw.project.id)
-    kwargs: dict[str, Any] = {"allow_undeclared": ["$.userEntitlement.extensions"], "allow_extra": {}, "skip": {}}
+    kwargs: dict[str, Any] = {"allow_undeclared": ["$.userEntitlement.extensions"], "allow_extra": {}}
     for prefix in ("$.operationResult.result", "$.userEntitlement"):
         kwargs["allow_extra"].update({f"{prefix}.dateCreated": D13, f"{prefix}.user.metaType": D11})
-        kwargs["skip"].update({f"{prefix}.user._links": LINKS_FINDING, f"{prefix}.user.url": LINKS_FINDING})
     assert_contract(AREA, "User Entitlements_Add", body, **kwargs)
     assert body["isSuccess"] is True and body["operationResult"]["isSuccess"] is True
     assert body["userEntitlement"]["accessLevel"]["status"] == "pending"
@@ -138,29 +133,12 @@ def _sp_entitlement(sim: Sim, cw: ContractWorld) -> dict[str, Any]:
 
 def test_service_principal_entitlement_get(sim: Sim, cw: ContractWorld) -> None:
     body = _sp_entitlement(sim, cw)
-    assert_contract(AREA, "Service Principal Entitlements_Get", body, allow_undeclared=["$.extensions"],  # E12
-                    skip={"$.servicePrincipal._links": LINKS_FINDING, "$.servicePrincipal.url": LINKS_FINDING},
-                    allow_missing={"$.servicePrincipal.metaType": "F3 docs/spec-deviations.md §5 (xfail below)"})
+    assert_contract(AREA, "Service Principal Entitlements_Get", body, allow_undeclared=["$.extensions"])  # E12
     assert body["id"] == cw.sp.storage_key and body["servicePrincipal"]["descriptor"] == cw.sp.descriptor
-
-
-@pytest.mark.xfail(strict=True, reason="routes_entitlements.py: ServicePrincipalEntitlement.servicePrincipal lacks "
-                   "`metaType: \"application\"`, which the official example (ServicePrincipalEntitlements/"
-                   "GET__…ServicePrincipalEntitlementById.json) carries")
-def test_service_principal_entitlement_meta_type(sim: Sim, cw: ContractWorld) -> None:
-    body = _sp_entitlement(sim, cw)
-    assert_contract(AREA, "Service Principal Entitlements_Get", body, allow_undeclared=["$.extensions"],
-                    skip={"$.servicePrincipal._links": LINKS_FINDING, "$.servicePrincipal.url": LINKS_FINDING})
-
-
-@pytest.mark.xfail(strict=True, reason="routes_entitlements.py: ServicePrincipalEntitlement.servicePrincipal `url`/"
-                   "`_links` use `https://vssps.dev.azure.com/{org}/_apis/Graph/ServicePrincipals/{d}`; the official "
-                   "example shows `https://vsaex.dev.azure.com/{org}/_apis/Graph/Serviceprincipals/{d}` (and vsaex "
-                   "Memberships/MembershipStates/StorageKeys links)")
-def test_service_principal_links_match_the_entitlement_example(sim: Sim, cw: ContractWorld) -> None:
-    body = _sp_entitlement(sim, cw)
-    assert_contract(AREA, "Service Principal Entitlements_Get", body, allow_undeclared=["$.extensions"],
-                    allow_missing={"$.servicePrincipal.metaType": "F3 docs/spec-deviations.md §5"})
+    assert body["servicePrincipal"]["metaType"] == "application"  # was F3
+    # was F1: the MEM service writes service-principal links on its own (vsaex) host, as the example
+    d = cw.sp.descriptor
+    assert body["servicePrincipal"]["url"] == f"{VSAEX}/_apis/Graph/Serviceprincipals/{d}"
 
 
 def test_user_entitlement_delete(sim_rw: Sim, cw_rw: ContractWorld) -> None:
