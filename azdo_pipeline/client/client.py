@@ -23,8 +23,9 @@ from .transport import ClientSettings, Clock, Credential, Requester, RequestStat
 log = logging.getLogger("azdo_pipeline.client")
 
 # Entra-backed groups: one report saw identities?queryMembership=Direct stop at 99 members
-# (reference §4.1). A batched answer this large is re-read through Graph, which is not capped.
-AAD_GROUP_SUSPECT_MEMBERS = 99
+# (reference §4.1). An Entra group whose batched answer has exactly such a round count is re-read
+# through Graph (not capped); other sizes cannot be a truncation at that cap.
+AAD_GROUP_SUSPECT_COUNTS = frozenset({99, 100})
 
 
 class AzureDevOpsClient:
@@ -192,7 +193,7 @@ class AzureDevOpsClient:
                     members.append(d)
                 else:
                     unresolved += 1
-            if g.startswith("aadgp.") and len(members) >= AAD_GROUP_SUSPECT_MEMBERS:
+            if g.startswith("aadgp.") and len(member_ids[g]) in AAD_GROUP_SUSPECT_COUNTS:
                 recheck.append(g)
                 continue
             out.append((g, members))

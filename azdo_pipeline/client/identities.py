@@ -23,7 +23,7 @@ MAX_QUERY_CHARS = 1900  # keep GET query strings under IIS's default maxQueryStr
 
 
 class IdentitiesService:
-    def __init__(self, requester: Requester, base: str, *, batch_size: int = 100) -> None:
+    def __init__(self, requester: Requester, base: str, *, batch_size: int = 500) -> None:
         self._r = requester
         self.base = base
         self.batch_size = batch_size
@@ -86,6 +86,13 @@ class IdentitiesService:
                     self.batch_available = False
                     log.info("identitybatch is not available here; using GET identities")
                 except AzureDevOpsError as exc:
+                    if exc.status == 400 and len(chunk) > 1:
+                        # No documented server limit: a 400 on a big batch halves the batch size
+                        # for the rest of this client's life.
+                        self.batch_size = max(1, len(chunk) // 2)
+                        log.info("identitybatch refused %d keys (HTTP 400); using %d per request",
+                                 len(chunk), self.batch_size)
+                        continue
                     if exc.status != 405:
                         raise
                     self.batch_available = False

@@ -56,8 +56,11 @@ class ClientSettings:
     ca_bundle: str | None = None  # PEM file of extra trusted CAs (corporate proxy, simulator)
     user_agent: str = "azdo-pipeline/0.1"
     low_remaining_ratio: float = 0.1  # X-RateLimit-Remaining / Limit below this: spread requests
-    membership_chunk_size: int = 100  # groups per batched membership read (identitybatch)
-    identity_chunk_size: int = 100  # keys per identitybatch request (GET identities packs <= 50)
+    # Keys per identitybatch request (groups for membership reads, ids for look-ups). No server
+    # limit is documented (Graph's subjectlookup allows 500); a 400 halves it. GET identities
+    # (where identitybatch is missing) packs at most 50 under the query-string limit.
+    membership_chunk_size: int = 500
+    identity_chunk_size: int = 500
 
     def __post_init__(self) -> None:
         if self.max_concurrency < 1:

@@ -239,3 +239,42 @@ def test_create_account_after_a_503_looks_first_then_posts_again() -> None:
     assert out["outcome"] == "created" and posts["n"] == 2
     # pre-check, re-check after the 503: the POST itself was never retried blindly by the transport
     assert svc.count("GET", "/_apis/userentitlements") == 2
+
+
+def test_identitybatch_400_halves_the_batch_size() -> None:
+    d = Directory(n_groups=120, n_users=130)
+    svc = FakeService()
+    sizes: list[int] = []
+
+    def post(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        kind = "identityIds" if "identityIds" in body else "subjectDescriptors"
+        sizes.append(len(body[kind]))
+        if len(body[kind]) > 40:
+            return json_response({"message": "too many", "typeKey": "TooManyRequestedItemsException"}, 400)
+        return d.answer(kind, body[kind], body.get("queryMembership", "None"))
+
+    svc.on("POST", "/_apis/identitybatch", post)
+    got, _ = _read(svc, list(d.groups.values()), dict(d.users), ClientSettings(membership_chunk_size=120))
+    assert got == d.expected()
+    assert sizes[:3] == [120, 60, 30]  # then stays at 30
+
+
+def test_entra_group_with_a_suspiciously_round_member_count_is_reread_through_graph() -> None:
+    d = Directory(n_groups=3, n_users=200)
+    svc = _service(d)  # its per-group Graph routes cover the vssgp groups only
+    aad = "aadgp.entra"
+    key = "20000000-0000-0000-0000-000000000000"
+    d.groups[key] = aad
+    d.key_of[aad] = key
+    d.members[aad] = list(d.users)[:99]  # what a capped answer would look like
+    truth = d.expected()
+    full = sorted({**d.users}[k] for k in list(d.users)[:150])
+
+    def graph(request: httpx.Request) -> httpx.Response:  # Graph is not capped: it has 150
+        return json_response({"value": [{"containerDescriptor": aad, "memberDescriptor": m} for m in full]})
+
+    svc.on("GET", f"/_apis/graph/Memberships/{aad}", graph)
+    got, _ = _read(svc, list(d.groups.values()), dict(d.users))
+    assert got[aad] == full
+    assert {g: v for g, v in got.items() if g != aad} == {g: v for g, v in truth.items() if g != aad}
