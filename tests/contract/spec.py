@@ -16,7 +16,7 @@ Public API (used by the route contract tests):
 
 How the specs are read (rules R1-R13 in docs/spec-deviations.md §1), in short: refs, allOf, items,
 enum, type kept; extra keys allowed by the schema (Swagger default) but reported by the strict check;
-any property may be null, the body may not; date-time and uuid formats checked; list operations
+any property or dictionary value may be null, the body may not; date-time and uuid formats checked; list operations
 answer `{"count", "value": [...]}`; ReferenceLinks, IdentityDescriptor and PropertiesCollection are
 validated in their wire form; a bare `type: object` or `format: T` member accepts any JSON value.
 """
@@ -126,7 +126,8 @@ def to_json_schema(node: Any) -> Any:
         elif key == "items":
             out["items"] = to_json_schema(value)
         elif key == "additionalProperties":
-            out["additionalProperties"] = to_json_schema(value) if isinstance(value, dict) else value
+            # dictionary values may be null like properties (subject lookup: unknown keys -> null)
+            out["additionalProperties"] = _nullable(to_json_schema(value)) if isinstance(value, dict) else value
         elif key == "allOf":
             out["allOf"] = [to_json_schema(v) for v in value]
         elif key in ("enum", "required"):

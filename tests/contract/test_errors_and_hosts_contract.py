@@ -78,3 +78,30 @@ def test_route_keywords_are_case_insensitive(sim: Sim) -> None:
     a = sim.json_ok("GET", f"{VSSPS}/_apis/graph/users?{V}")
     b = sim.json_ok("GET", f"https://vssps.dev.azure.com/Fabrikam/_apis/Graph/Users?{V}")
     assert [u["descriptor"] for u in a["value"]] == [u["descriptor"] for u in b["value"]]
+
+
+def test_subject_lookup_unknown_key_is_null_and_500_is_the_limit(sim: Sim, cw: ContractWorld) -> None:
+    """Behaviour doc §4.2: unknown keys resolve to null; more than 500 keys → 400 TooManyRequestedItems."""
+    from . import spec
+    from .helpers import assert_contract
+
+    url = f"{VSSPS}/_apis/graph/subjectlookup?{V}"
+    unknown = "aad.bm9uZXhpc3RlbnQ"
+    body = sim.json_ok("POST", url, json={"lookupKeys": [{"descriptor": cw.member.descriptor},
+                                                         {"descriptor": unknown}]})
+    assert body["value"][unknown] is None
+    examples = [ex.body for ex in spec.examples_for("graph", "Subject Lookup_Lookup Subjects")]
+    assert_contract("graph", "Subject Lookup_Lookup Subjects", body, maps={"$.value"}, example_bodies=examples,
+                    allow_null={"$.value.{key}": "behaviour doc §4.2: unknown keys resolve to null"},
+                    allow_undeclared=[f"$.value.{{key}}.{k}" for k in ("domain", "principalName", "mailAddress",
+                                                                        "metaType")],
+                    allow_extra={"$.value.{key}.metaType": "D11 docs/spec-deviations.md"})
+    r = sim.post(url, json={"lookupKeys": [{"descriptor": f"aad.eDE{i}"} for i in range(501)]})
+    _assert_error(r, 400, "TooManyRequestedItemsException", "TF400049:")
+
+
+def test_entra_group_membership_is_read_only(sim: Sim, cw: ContractWorld) -> None:
+    """Behaviour doc §4.1/§10: aadgp containers cannot be changed through Azure DevOps."""
+    r = sim.put(f"{VSSPS}/_apis/graph/memberships/{cw.owner.descriptor}/{cw.entra_group.descriptor}?{V}")
+    assert r.status_code == 403 and r.json()["typeKey"] == "InvalidAccessException"
+    assert not cw.org.is_member(cw.entra_group.descriptor, cw.owner.descriptor)
