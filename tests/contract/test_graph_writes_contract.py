@@ -106,3 +106,27 @@ def test_subject_query(sim: Sim, cw: ContractWorld) -> None:
                       allow_undeclared=[f"$.value[*].{k}" for k in ("domain", "principalName", "mailAddress",
                                                                      "metaType", "description", "isCrossProject")])
     assert cw.member.descriptor in {s["descriptor"] for s in body["value"]}
+
+
+def test_filtered_pages_can_be_empty_and_still_carry_the_token(sim: Sim, cw: ContractWorld,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """D3 / behaviour doc §2: the page is read first and filtered after, so a filtered page may be empty
+    while X-MS-ContinuationToken says more follows; a client must not stop there."""
+    from azdo_pipeline.simulator import routes_graph
+
+    monkeypatch.setattr(routes_graph, "PAGE_SIZE", 2)
+    params = {"api-version": "7.1-preview.1", "subjectTypes": "svc"}
+    pages: list[tuple[int, bool]] = []
+    found: list[str] = []
+    for _ in range(20):
+        r = sim.get(f"{VSSPS}/_apis/graph/users", params=params)
+        assert r.status_code == 200, r.text
+        assert_contract("graph", "Users_List", r.json())
+        token = r.headers.get("X-MS-ContinuationToken")
+        pages.append((len(r.json()["value"]), token is not None))
+        found += [u["descriptor"] for u in r.json()["value"]]
+        if token is None:
+            break
+        params["continuationToken"] = token
+    assert (0, True) in pages, pages  # an empty page that still carries a token
+    assert found == [cw.svc.descriptor]
