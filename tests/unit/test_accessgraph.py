@@ -1,4 +1,4 @@
-"""Each access-graph table on the hand-built raw snapshot (tests/unit/accessgraph_data.py)."""
+"""Each access-graph table on the hand-built raw snapshot (tests/unit/test_accessgraph_data.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from azdo_pipeline.accessgraph.effective import effective_batch, iter_effective
 from azdo_pipeline.accessgraph.index import GraphIndex
 from azdo_pipeline.accessgraph.schemas import DERIVED_TABLES
 from azdo_pipeline.schemas import RAW_TABLES
-from tests.unit import accessgraph_data as d
+from tests.unit import test_accessgraph_data as d
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from azdo_pipeline.accessgraph.build import build_access_graph
-from tests.unit import accessgraph_data as d
+from tests.unit import test_accessgraph_data as d
 
 QUERIES_MD = Path(__file__).resolve().parents[2] / "docs" / "queries.md"
 

@@ -1,4 +1,5 @@
-"""A small hand-built raw snapshot of organization `contoso` with known answers.
+"""A small hand-built raw snapshot of organization `contoso` with known answers (shared by the access-graph
+and worked-query tests).
 
 Project Alpha (pa): built-in groups, team "Alpha Team" (backed by group tA, in Contributors).
 Project Beta (pb): built-in groups, team "Beta Team" (backed by tB).
@@ -115,3 +116,10 @@ def raw() -> dict[str, pa.Table]:
         "organizations": table("organizations", [{"id": "org-1", "name": ORG, "url": "https://dev.azure.com/contoso",
                                                   "status": "enabled"}]),
     }
+
+
+def test_sample_raw_tables_have_the_raw_schemas() -> None:
+    tables = raw()
+    assert set(tables) == set(RAW_TABLES)
+    for name, t in tables.items():
+        assert t.schema.equals(RAW_TABLES[name]), name
