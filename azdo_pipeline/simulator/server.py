@@ -10,6 +10,7 @@ directory (`ca_file`) for clients to trust (`httpx.Client(verify=server.ca_file)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 import socket
@@ -45,16 +46,17 @@ _drop_filter = _DropFilter()
 class InProcessTransport(httpx.BaseTransport):
     """A synchronous httpx transport into an ASGI app (no sockets), for sync tests and tools.
 
-    httpx only ships an async ASGI transport; this one runs it on an anyio blocking portal (a private
-    event loop thread). Client address 127.0.0.1, so the loopback-only admin API answers.
+    httpx only ships an async ASGI transport; this one drives it on a private event loop in a daemon
+    thread (so a client that is never closed cannot keep the interpreter alive). Client address
+    127.0.0.1, so the loopback-only admin API answers.
     """
 
     def __init__(self, app: Any) -> None:
-        import anyio.from_thread
-
         self._inner = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
-        self._portal_cm = anyio.from_thread.start_blocking_portal()
-        self._portal = self._portal_cm.__enter__()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="azdo-sim-inprocess",
+                                        daemon=True)
+        self._thread.start()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         body = request.read()
@@ -66,11 +68,15 @@ class InProcessTransport(httpx.BaseTransport):
             data = b"".join([chunk async for chunk in resp.stream])  # type: ignore[union-attr]
             return resp.status_code, resp.headers.raw, data
 
-        status, headers, data = self._portal.call(run)
+        status, headers, data = asyncio.run_coroutine_threadsafe(run(), self._loop).result()
         return httpx.Response(status, headers=headers, content=data, request=request)
 
     def close(self) -> None:
-        self._portal_cm.__exit__(None, None, None)
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        if not self._loop.is_running() and not self._loop.is_closed():
+            self._loop.close()
 
 
 def in_process_client(world: World, **kwargs: Any) -> httpx.Client:
