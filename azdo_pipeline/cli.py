@@ -134,8 +134,13 @@ def run_simulate(args: argparse.Namespace) -> int:
         ]
         print("\n".join(lines), flush=True)
 
-    serve_forever(world, args.host, args.port, not args.no_tls, cert_dir=args.cert_dir, on_ready=ready,
-                  access_log=args.access_log)
+    try:
+        serve_forever(world, args.host, args.port, not args.no_tls, cert_dir=args.cert_dir, on_ready=ready,
+                      access_log=args.access_log)
+    except OSError as e:  # typically: the port is taken
+        print(f"azdo-pipeline simulate: cannot listen on {args.host}:{args.port}: {e.strerror or e}",
+              file=sys.stderr)
+        return 2
     return 0
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from azdo_pipeline.simulator.faults import faults_of
 from azdo_pipeline.simulator.state import OrgState, World
 
 ORG = "fabrikam"
@@ -92,6 +93,7 @@ def make_tiny(seed: int = 7, name: str = ORG) -> TinySim:
         world = World(seed=seed)
         org = build_tiny_org_by_hand(world, name)
     pat = world.issue_pat(org.name, org.owner_key, {"app_token"})
+    faults_of(world)  # so `world.faults.configure(...)` works before any app is built
     return TinySim(world, org, pat.token)
 
 
