@@ -224,7 +224,7 @@ class CountMiddleware:
 @dataclass(slots=True)
 class AuthResult:
     caller: Caller
-    error: str | None = None  # invalid | expired | wrong_org
+    error: str | None = None  # invalid | expired | wrong_org | not_member
     scheme: str = ""  # basic | bearer | ""
 
 
@@ -285,14 +285,30 @@ def _resolve(world: World, scope: Scope) -> AuthResult:
             return AuthResult(caller, "expired", "basic")
         if pat.org is not None and org is not None and kind == "ado" and pat.org.lower() != org.lower():
             return AuthResult(caller, "wrong_org", "basic")
-        return AuthResult(caller, None, "basic")
+        return AuthResult(caller, _membership_error(world, scope, caller, org), "basic")
     if scheme == "bearer" and cred:
         audience = "msgraph" if kind == "msgraph" else "azure_devops"
         caller = _verify_bearer(world, cred, audience, org)
         if caller is None:
             return AuthResult(ANONYMOUS, "invalid", "bearer")
-        return AuthResult(caller, None, "bearer")
+        return AuthResult(caller, _membership_error(world, scope, caller, org), "bearer")
     return AuthResult(ANONYMOUS, "invalid", scheme)
+
+
+def _membership_error(world: World, scope: Scope, caller: Caller, org_name: str | None) -> str | None:
+    """A valid credential of someone who is not in the organization gets TF400813 too.
+
+    Discovery (resourceAreas, OPTIONS) stays open: it answers anonymous callers anyway.
+    """
+    if scope.get("sim.kind") != "ado" or org_name is None:
+        return None
+    if scope["method"] == "OPTIONS" or "/resourceareas" in scope.get("sim.route", ""):
+        return None
+    with world.lock:
+        org = world.org(org_name)
+        if org is None:  # unknown organization: the route answers 404
+            return None
+        return None if caller.user_key and caller.user_key in org.by_key else "not_member"
 
 
 _SIGN_IN_PAGE = """<!DOCTYPE html>

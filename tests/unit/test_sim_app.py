@@ -596,3 +596,24 @@ def test_asgi_client_fixture(asgi_client: httpx.Client, tiny: TinySim) -> None:
     r = asgi_client.get("https://vssps.dev.azure.com/fabrikam/_apis/graph/users?api-version=7.1-preview.1")
     assert r.status_code == 200
     assert r.json()["value"][0]["url"].startswith("https://vssps.dev.azure.com/fabrikam/")
+
+
+def test_valid_pat_of_someone_outside_the_org_is_401(tiny: TinySim, client_for) -> None:
+    contoso = tiny.world.new_org("contoso")
+    outsider = contoso.add_user(kind="aad", display_name="Out Sider", principal_name="out@contoso.com")
+    pat = tiny.world.issue_pat(None, outsider.storage_key, {"app_token"})  # all organizations
+    c = client_for(tiny.world, pat=pat.token)
+    r = c.get(PROJECTS)
+    assert r.status_code == 401
+    assert r.json()["message"] == (f"TF400813: The user '{outsider.storage_key}' is not authorized to "
+                                   "access this resource.")
+    assert _areas(c).status_code == 200  # discovery stays open
+    assert c.get("/contoso/_apis/projects?api-version=7.1").status_code == 200
+    # removing a user from the organization locks their PAT out
+    member = next(u for u in tiny.org.users() if u.storage_key != tiny.org.owner_key
+                  and u.subject_type in ("aad", "msa"))
+    own = tiny.world.issue_pat(ORG, member.storage_key, {"app_token"})
+    mc = client_for(tiny.world, pat=own.token)
+    assert mc.get(PROJECTS).status_code == 200
+    tiny.org.remove_user(member.storage_key)
+    assert mc.get(PROJECTS).status_code == 401
