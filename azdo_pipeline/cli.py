@@ -2,7 +2,10 @@
 
     azdo-pipeline simulate [--size small] [--seed 0] [--port 8765] [--org fabrikam]
                            [--throttle] [--latency-ms 20-80]     serve the simulator until Ctrl-C
-    azdo-pipeline demo [--size small]                             the end-to-end demo
+    azdo-pipeline demo [--size small] [--data-dir data]           the main job against the simulator
+    azdo-pipeline tour [--size small]                             the simulator answering a few routes
+    azdo-pipeline dev [--size small] [--ui-port 3000]             Dagster UI against the simulator
+    azdo-pipeline login --org NAME [--device-code]                OAuth sign-in, once
 
 Subcommands register themselves in `COMMANDS` (name -> (add_arguments, run)); add new ones there.
 """
@@ -148,8 +151,8 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     _sim_arguments(p, port=None)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    """Start the simulator over TLS and call a few real routes. (The lead replaces this with the main job.)"""
+def run_tour(args: argparse.Namespace) -> int:
+    """Start the simulator over TLS and call a few real routes, printing what it serves."""
     import httpx
 
     from .simulator.server import SimulatorServer
@@ -186,8 +189,68 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS["demo"] = ("run the end-to-end demo against the bundled simulator", _demo_arguments,
-                    lambda args: run_demo(args))
+COMMANDS["tour"] = ("start the simulator and show a few real routes answering", _demo_arguments,
+                    lambda args: run_tour(args))
+
+
+def _main_job_arguments(p: argparse.ArgumentParser) -> None:
+    _sim_arguments(p, port=None)
+    p.set_defaults(seed=42)
+    p.add_argument("--data-dir", default="data", help="where the Parquet goes (default ./data)")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """The main job: simulator, full sync, access graph through Dagster; prints a summary."""
+    from .demo import run_demo as main_job
+
+    return main_job(args.size, args.seed, args.org, args.data_dir,
+                    prepare=lambda world: configure_faults(world, throttle=args.throttle,
+                                                           latency_ms=args.latency_ms))
+
+
+COMMANDS["demo"] = ("the main job against the bundled simulator: full sync + access graph, with a summary",
+                    _main_job_arguments, lambda args: run_demo(args))
+
+
+def _dev_arguments(p: argparse.ArgumentParser) -> None:
+    _main_job_arguments(p)
+    p.add_argument("--ui-port", type=int, default=3000, help="port of the Dagster UI")
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    """The Dagster UI (dagster dev) against a simulator served over TLS on 127.0.0.1."""
+    from .demo import run_dev as dev
+
+    return dev(args.size, args.seed, args.org, args.data_dir, ui_port=args.ui_port)
+
+
+COMMANDS["dev"] = ("open the Dagster UI against a running simulator (materialize by hand)", _dev_arguments,
+                   lambda args: run_dev(args))
+
+
+def _login_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--org", required=True, help="organization name in the configuration")
+    p.add_argument("--config", default=None, help="configuration file (default: $AZDO_PIPELINE_CONFIG, "
+                                                  "./azdo-pipeline.yaml)")
+    p.add_argument("--device-code", action="store_true", help="device-code flow for headless machines")
+
+
+def run_login(args: argparse.Namespace) -> int:
+    """OAuth: sign in once (authorization code, or device code); later runs refresh silently."""
+    from .auth import login_from_config
+    from .client.errors import ConfigurationError
+
+    try:
+        path = login_from_config(args.org, device_code=args.device_code, config_path=args.config)
+    except ConfigurationError as e:
+        print(f"azdo-pipeline login: {e}", file=sys.stderr)
+        return 2
+    print(f"logged in; token cache written to {path} (mode 0600)")
+    return 0
+
+
+COMMANDS["login"] = ("sign in once with OAuth for an organization (msal token cache, mode 0600)",
+                     _login_arguments, lambda args: run_login(args))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ import os
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
@@ -39,23 +40,31 @@ def write_demo_config(path: Path, *, org: str, url: str, ca_file: str, data_dir:
     }, sort_keys=False))
 
 
-def run_demo(size: str = "small", seed: int = 42, org: str = "fabrikam", data_dir: str | None = None) -> int:
-    from .definitions import defs
-
-    out = Path(data_dir or "data").resolve()
+def _world(size: str, seed: int, org: str) -> tuple[World, str]:
+    """A generated organization and an all-organizations PAT for its owner."""
     t0 = time.monotonic()
     world = World(seed=seed)
     state = generate(world, org, size=size, seed=seed)
     print(f"simulator: generated a {size} organization '{org}' in {time.monotonic() - t0:.1f}s "
-          f"({sum(1 for _ in state.users())} user identities, {len(state.group_order)} groups, "
+          f"({len(state.user_order)} user identities, {len(state.group_order)} groups, "
           f"{len(state.projects)} projects, {state.membership_count()} direct memberships)")
     # All-organizations PAT: the accounts API (sync organizations) refuses org-bound PATs.
-    pat = world.issue_pat(None, state.owner_key, {"app_token"})
+    return world, world.issue_pat(None, state.owner_key, {"app_token"}).token
+
+
+def run_demo(size: str = "small", seed: int = 42, org: str = "fabrikam", data_dir: str | None = None,
+             prepare: Callable[[World], None] | None = None) -> int:
+    from .definitions import defs
+
+    out = Path(data_dir or "data").resolve()
+    world, token = _world(size, seed, org)
+    if prepare is not None:
+        prepare(world)
     with SimulatorServer(world) as server, tempfile.TemporaryDirectory() as tmp:
         print(f"simulator: serving {server.org_url(org)} over TLS (CA bundle {server.ca_file})")
         cfg = Path(tmp) / "azdo-pipeline.yaml"
         write_demo_config(cfg, org=org, url=server.org_url(org), ca_file=server.ca_file, data_dir=out)
-        os.environ[DEMO_PAT_ENV] = pat.token
+        os.environ[DEMO_PAT_ENV] = token
         try:
             with dg.instance_for_test() as instance:
                 instance.add_dynamic_partitions(ORG_PARTITIONS_NAME, [org])
@@ -101,3 +110,26 @@ def print_summary(store: Store, org: str, elapsed: float, counts: dict[str, int]
           (f"; failed: {', '.join(failed)}" if failed else ""))
     print(f"\nParquet: {store.data_dir}  (read all organizations and snapshots with e.g. "
           f"duckdb: SELECT * FROM read_parquet('{store.data_dir}/latest/users/*/*.parquet', hive_partitioning=1))")
+
+
+def run_dev(size: str = "small", seed: int = 42, org: str = "fabrikam", data_dir: str | None = None, *,
+            ui_port: int = 3000) -> int:
+    """`dagster dev` against a simulator served over TLS on 127.0.0.1 (until Ctrl-C)."""
+    import subprocess
+    import sys
+
+    out = Path(data_dir or "data").resolve()
+    world, token = _world(size, seed, org)
+    home = Path(".azdo-sim").resolve()
+    home.mkdir(exist_ok=True)
+    with SimulatorServer(world) as server:
+        cfg = home / "azdo-pipeline.yaml"
+        write_demo_config(cfg, org=org, url=server.org_url(org), ca_file=str(server.ca_file), data_dir=out)
+        env = dict(os.environ, AZDO_PIPELINE_CONFIG=str(cfg), **{DEMO_PAT_ENV: token})
+        print(f"simulator: {server.org_url(org)}; configuration {cfg}; Dagster UI on http://127.0.0.1:{ui_port}")
+        print("the register_organizations sensor adds the partition; materialize from the UI (Ctrl-C stops)")
+        try:
+            return subprocess.call([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",
+                                    "-p", str(ui_port)], env=env)
+        except KeyboardInterrupt:
+            return 130

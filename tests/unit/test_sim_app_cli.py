@@ -28,7 +28,7 @@ def test_parser_defaults_and_subcommands() -> None:
         cli.build_parser().parse_args(["simulate", "--size", "huge"])
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args([])
-    assert {"simulate", "demo"} <= set(cli.COMMANDS)
+    assert {"simulate", "demo", "tour", "dev", "login"} <= set(cli.COMMANDS)
 
 
 def test_configure_faults() -> None:
@@ -50,8 +50,8 @@ def test_simulate_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> Non
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
-def test_demo_serves_real_routes(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo", "--size", "tiny"]) == 0
+def test_tour_serves_real_routes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["tour", "--size", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "area Graph" in out and "/vssps/fabrikam/" in out
     assert "GET graph/users  → 200" in out
