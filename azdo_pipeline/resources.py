@@ -49,6 +49,11 @@ class AzdoPipeline(dg.ConfigurableResource):
     async def client(self, name: str) -> AsyncIterator[AzureDevOpsClient]:
         cfg = self.config()
         org = self.org(name)
+        # Missing secrets are a configuration error before any request, naming the variable to set.
+        index = cfg.organizations.index(org)
+        problems = [p for p in cfg.check_environment() if p.startswith(f"organizations[{index}].")]
+        if problems:
+            raise dg.Failure("; ".join(problems))
         transport = None
         if cfg.simulator is not None and cfg.simulator.embedded:
             from .auth import PatCredential

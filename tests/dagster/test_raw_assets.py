@@ -109,3 +109,14 @@ def test_unknown_organization_is_a_clear_failure(two_org_config: Path) -> None:
 def test_resource_repr_holds_no_secret(two_org_config: Path) -> None:
     pat = embedded("fabrikam", "tiny", 3).pat
     assert pat not in repr(AzdoPipeline(config_path=str(two_org_config)))
+
+
+def test_missing_pat_variable_fails_before_any_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "azdo-pipeline.yaml"
+    cfg.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"), "organizations": [
+        {"name": "fabrikam", "url": "https://dev.azure.com/fabrikam",
+         "auth": {"method": "pat", "pat_env": "AZDO_TEST_UNSET_PAT"}}]}))
+    monkeypatch.delenv("AZDO_TEST_UNSET_PAT", raising=False)
+    with pytest.raises(dg.Failure, match="AZDO_TEST_UNSET_PAT"):
+        AzdoPipeline(config_path=str(cfg)).full_sync("fabrikam", "s1")
+    assert not (tmp_path / "data").exists()
