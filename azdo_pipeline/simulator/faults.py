@@ -23,8 +23,14 @@ serves at `GET|PUT /_sim/faults`:
       ]
     }
 
+Rule `path` regexes are searched in the *internal* path (after host mapping, keywords lowercased):
+`https://vssps.dev.azure.com/fabrikam/_apis/Graph/Users` is `/vssps/fabrikam/_apis/graph/users`.
+Random faults (latency, errors, drops, throttling) hit Azure DevOps routes only, unless
+`include_entra`; rules hit anything but the admin API (`/_sim/` is never faulted).
+
 Everything random comes from one `random.Random(seed)` so tests are deterministic. Throttle windows
-run on the world's clock, so `POST /_sim/clock/advance` drains them.
+run on the world's clock, so `POST /_sim/clock/advance` drains them (and `X-RateLimit-Reset` is
+simulated epoch time: clients should wait for `Retry-After`, as the real service advises).
 """
 
 from __future__ import annotations

@@ -617,3 +617,16 @@ def test_valid_pat_of_someone_outside_the_org_is_401(tiny: TinySim, client_for) 
     assert mc.get(PROJECTS).status_code == 200
     tiny.org.remove_user(member.storage_key)
     assert mc.get(PROJECTS).status_code == 401
+
+
+def test_random_faults_reach_entra_and_graph_only_when_asked(tiny: TinySim, client_for) -> None:
+    c = client_for(tiny.world)
+    token_url = f"https://login.microsoftonline.com/{tiny.world.tenant_id}/oauth2/v2.0/token"
+    tiny.world.faults.configure({"error_rate": 1.0})
+    assert c.post(token_url, data={"grant_type": "client_credentials"}).status_code != 503
+    assert c.get("https://graph.microsoft.com/v1.0/groups/x").status_code != 503
+    tiny.world.faults.configure({"error_rate": 1.0, "include_entra": True})
+    r = c.post(token_url, data={"grant_type": "client_credentials"})
+    assert r.status_code == 503 and r.json()["error"] == "temporarily_unavailable"
+    r = c.get("https://graph.microsoft.com/v1.0/groups/x")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "serviceNotAvailable"
