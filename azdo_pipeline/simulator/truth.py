@@ -11,6 +11,10 @@ Choices where the state has more than one candidate value:
 - `users.last_accessed` is null when the user never signed in (state keeps .NET's MinValue).
 - `memberships` holds every direct edge whose two ends are visible subjects; `team_members` the
   direct members of each team's backing group, flagged with `is_team_admin`.
+- `groups.storage_key` is null for Entra (`aadgp`) groups, as schemas.GROUPS says (the Graph group
+  body carries the identity id only as a `vssgp` group's originId); `projects.description` is null
+  when empty, as the API omits it. tests/unit/test_sim_app_truth.py checks every table against the
+  simulator's own routes, so state and wire cannot drift apart unnoticed.
 Rows are sorted by the table's key so comparisons are order-independent and diffs readable.
 """
 
