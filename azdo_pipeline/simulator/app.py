@@ -145,8 +145,10 @@ class HostMapMiddleware:
         scope["sim.style"] = style
         scope["sim.public_path"] = scope["path"]
         if path != scope["path"]:
+            # the same segment-level rewrite on the still-encoded raw path keeps %-escapes intact
+            raw = scope.get("raw_path") or scope["path"].encode("utf-8")
+            scope["raw_path"] = normalise_path(map_host(host, raw.decode("latin-1"))[1]).encode("latin-1")
             scope["path"] = path
-            scope["raw_path"] = path.encode("utf-8")
         await self.app(scope, receive, send)
 
 

@@ -630,3 +630,11 @@ def test_random_faults_reach_entra_and_graph_only_when_asked(tiny: TinySim, clie
     assert r.status_code == 503 and r.json()["error"] == "temporarily_unavailable"
     r = c.get("https://graph.microsoft.com/v1.0/groups/x")
     assert r.status_code == 503 and r.json()["error"]["code"] == "serviceNotAvailable"
+
+
+def test_percent_escapes_survive_host_mapping(tiny: TinySim, client_for) -> None:
+    c = client_for(tiny.world, pat=tiny.pat, extra=True)
+    r = c.get("https://fabrikam.visualstudio.com/_apis/simtest/Users/a%20b%2Bc")
+    assert r.status_code == 200
+    assert r.json()["params"]["descriptor"] == "a b+c"
+    assert r.json()["style"] == "legacy"
