@@ -16,6 +16,8 @@ Simulator fixtures (azdo_pipeline.simulator):
   the same for another world / token; clients are closed at teardown.
 - `async_asgi_client` → an `httpx.AsyncClient` over `httpx.ASGITransport` with the same settings
   (for `async def` tests driven by anyio: mark them `@pytest.mark.anyio`).
+- `sim_server_for(world=None, *, size="tiny", seed=7, tls=True)` (factory fixture) → a started
+  `SimulatorServer` over `world` or a freshly generated org of `size`; stopped at teardown.
 - `sim_server` → module-scoped `SimulatorServer` over real TLS on 127.0.0.1 serving its own tiny
   world; attributes `.world`, `.base_url`, `.ca_file`, `.org_url("fabrikam")`; the PAT is
   `sim_server.pat` (attached by the fixture). Reset faults you set (`world.faults.configure({})`).
@@ -166,6 +168,35 @@ async def async_asgi_client(tiny: TinySim) -> httpx.AsyncClient:
     async with httpx.AsyncClient(transport=transport, base_url="https://dev.azure.com",
                                  headers=_headers(tiny.pat, True)) as c:
         yield c
+
+
+@pytest.fixture
+def sim_server_for() -> Iterator[Callable[..., object]]:
+    """Factory: `sim_server_for(world=None, *, size="tiny", seed=7, tls=True)` → a started
+    SimulatorServer (with `.pat`, a full-access PAT of the owner of "fabrikam" when the fixture
+    generated the world); every server is stopped at teardown."""
+    from azdo_pipeline.simulator.server import SimulatorServer
+
+    started: list[SimulatorServer] = []
+
+    def factory(world: World | None = None, *, size: str = "tiny", seed: int = 7,
+                tls: bool = True) -> SimulatorServer:
+        pat = None
+        if world is None:
+            from azdo_pipeline.simulator.generator import generate
+
+            world = World(seed=seed)
+            org = generate(world, ORG, size=size, seed=seed)
+            pat = world.issue_pat(ORG, org.owner_key, {"app_token"}).token
+        faults_of(world)
+        server = SimulatorServer(world, tls=tls)
+        server.pat = pat  # type: ignore[attr-defined]
+        started.append(server.start())
+        return server
+
+    yield factory
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

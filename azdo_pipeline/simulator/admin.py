@@ -1,6 +1,6 @@
 """The simulator's admin API under `/_sim/` (not a real Azure DevOps route; no auth, loopback only).
 
-    GET    /_sim/orgs                       organizations with sizes
+    GET    /_sim/orgs                       organizations with sizes; POST {name, size, seed} adds one
     GET    /_sim/{org}/export[?tables=a,b]  ground truth tables (truth.py), JSON
     POST   /_sim/{org}/mutations            [op, …] → mutations.apply_ops (scripted changes)
     POST   /_sim/{org}/mutations/random     {count, seed} → mutations.random_ops + apply_ops
@@ -76,8 +76,28 @@ def org_summary(org: OrgState) -> dict[str, Any]:
 
 async def orgs(request: Request) -> Response:
     w = world(request)
+    if request.method == "POST":
+        return await _create_org(request, w)
     with w.lock:
         return ok({"count": len(w.orgs), "value": [org_summary(o) for o in w.orgs.values()]})
+
+
+async def _create_org(request: Request, w: World) -> Response:
+    """POST /_sim/orgs {name, size="tiny", seed=0}: one more generated organization (same tenant)."""
+    from .generator import generate
+
+    body = await _body(request)
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip():
+        return bad("'name' is required")
+    with w.lock:
+        if w.org(name) is not None:
+            return bad(f"organization {name} already exists", 409)
+        try:
+            org = generate(w, name, size=str(body.get("size", "tiny")), seed=int(body.get("seed", 0)))
+        except ValueError as e:
+            return bad(str(e))
+        return ok(org_summary(org), 201)
 
 
 async def export(request: Request) -> Response:
@@ -263,7 +283,7 @@ async def entra(request: Request) -> Response:
 
 
 ROUTES: list[BaseRoute] = [
-    Route("/_sim/orgs", orgs, methods=["GET"]),
+    Route("/_sim/orgs", orgs, methods=["GET", "POST"]),
     Route("/_sim/counters", counters, methods=["GET", "DELETE"]),
     Route("/_sim/faults", faults, methods=["GET", "PUT", "DELETE"]),
     Route("/_sim/faults/rules", fault_rule, methods=["POST"]),

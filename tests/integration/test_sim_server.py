@@ -165,3 +165,21 @@ def test_unexpected_error_is_a_json_500() -> None:
     assert r.status_code == 500
     assert r.json()["typeKey"] == "InternalServerErrorException"
     assert "kaput" in r.json()["message"]
+
+
+def test_sim_server_for_and_admin_org_creation(sim_server_for) -> None:
+    server = sim_server_for(size="small", seed=3)
+    ctx = server.ssl_context()
+    with httpx.Client(base_url=server.base_url, verify=ctx) as c:
+        orgs = c.get("/_sim/orgs").json()
+        assert [o["name"] for o in orgs["value"]] == [ORG] and orgs["value"][0]["users"] > 100
+        r = c.post("/_sim/orgs", json={"name": "contoso", "size": "tiny", "seed": 1})
+        assert r.status_code == 201 and r.json()["name"] == "contoso"
+        assert c.post("/_sim/orgs", json={"name": "CONTOSO"}).status_code == 409
+        assert c.post("/_sim/orgs", json={"name": "x", "size": "galactic"}).status_code == 400
+        areas = c.get("/contoso/_apis/resourceAreas").json()["value"]
+        assert any(a["locationUrl"] == f"{server.base_url}/vssps/contoso/" for a in areas)
+        # the owner's org-bound PAT does not open the new organization
+        r = c.get("/contoso/_apis/projects?api-version=7.1",
+                  headers={"Authorization": basic_auth(server.pat), **SUPPRESS})
+        assert r.status_code == 401
