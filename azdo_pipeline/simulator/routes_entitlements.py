@@ -36,6 +36,7 @@ import base64
 import hashlib
 import json
 import re
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -108,7 +109,7 @@ def _entitlement_links(request: Request, org: OrgState, ident: Identity) -> dict
                  "storageKey": {"href": f"{vsaex}/_apis/Graph/StorageKeys/{d}"},
                  "avatar": {"href": f"{core}/_apis/GraphProfile/MemberAvatars/{d}"}}
         return {"_links": links, "url": links["self"]["href"]}
-    vssps = http.public_base(request, "vssps", org.name)
+    vssps = _vssps_base(request, org)
     links = {"self": {"href": f"{vssps}/_apis/graph/users/{d}"},
              "memberships": {"href": f"{vssps}/_apis/graph/memberships/{d}"},
              "membershipState": {"href": f"{vssps}/_apis/graph/membershipstates/{d}"},
@@ -116,8 +117,47 @@ def _entitlement_links(request: Request, org: OrgState, ident: Identity) -> dict
     return {"_links": links, "url": links["self"]["href"]}
 
 
+def _vssps_base(request: Request, org: OrgState) -> str:
+    """http.public_base(request, "vssps", org), once per request (it parses the URL every call)."""
+    cache = request.scope.get("sim.ent_vssps")
+    if cache is None or cache[0] != org.name:
+        cache = request.scope["sim.ent_vssps"] = (org.name, http.public_base(request, "vssps", org.name))
+    return cache[1]
+
+
+_SUBJECT_ORDER = ("subjectKind", "applicationId", "metaType", "directoryAlias", "domain", "principalName",
+                  "mailAddress", "origin", "originId", "displayName", "_links", "url", "descriptor")
+
+
+def _user_subject(request: Request, org: OrgState, ident: Identity) -> dict[str, Any]:
+    """`_subject` for a user, built directly: serialize.graph_subject's user fields in the same key
+    order, with the entitlement links (the list page's hot path; _subject is the general form)."""
+    d = ident.descriptor
+    svc = d.startswith("svc.")
+    body: dict[str, Any] = {"subjectKind": "user"}
+    if ident.meta_type and not svc:
+        body["metaType"] = ident.meta_type
+    body["domain"] = ident.domain.split("/", 1)[0] if svc else ident.domain
+    body["principalName"] = ident.principal_name
+    body["mailAddress"] = ident.mail_address or ""
+    body["origin"] = ident.origin
+    body["originId"] = ident.origin_id
+    body["displayName"] = ident.display_name
+    vssps = _vssps_base(request, org)
+    url = f"{vssps}/_apis/graph/users/{d}"
+    body["_links"] = {"self": {"href": url},
+                      "memberships": {"href": f"{vssps}/_apis/graph/memberships/{d}"},
+                      "membershipState": {"href": f"{vssps}/_apis/graph/membershipstates/{d}"},
+                      "storageKey": {"href": f"{vssps}/_apis/graph/storagekeys/{d}"}}
+    body["url"] = url
+    body["descriptor"] = d
+    return body
+
+
 def _subject(request: Request, org: OrgState, ident: Identity) -> dict[str, Any]:
     """The Graph subject (serialize.graph_subject) with the entitlement examples' links and key order."""
+    if _graph_subject is not None and ident.subject_kind == "user":
+        return _user_subject(request, org, ident)
     if _graph_subject is not None:
         base = _graph_subject(request, org, ident)
     else:
@@ -128,9 +168,7 @@ def _subject(request: Request, org: OrgState, ident: Identity) -> dict[str, Any]
     base.update(_entitlement_links(request, org, ident))
     if ident.subject_kind == "servicePrincipal":
         base["metaType"] = ident.meta_type or "application"  # the SP entitlement example carries it
-    order = ("subjectKind", "applicationId", "metaType", "directoryAlias", "domain", "principalName",
-             "mailAddress", "origin", "originId", "displayName", "_links", "url", "descriptor")
-    body = {k: base[k] for k in order if k in base}
+    body = {k: base[k] for k in _SUBJECT_ORDER if k in base}
     body.update({k: v for k, v in base.items() if k not in body})
     return body
 
@@ -319,6 +357,91 @@ def _licensed_users(org: OrgState) -> list[tuple[Identity, UserEntitlement]]:
     return out
 
 
+# ---- scan cache: a page must cost O(page), not O(organization) -----------------------------
+#
+# The licensed-user scan (and, per query, its filtered/sorted form) is kept per organization and
+# reused while the organization's shape is unchanged. The state has no version counter, so the
+# key is a cheap fingerprint of every mutation that can add, drop or reorder rows: user_order only
+# appends (add_user) or shrinks (remove_user, which also writes an audit event unless auditing is
+# off); a new entitlement grows the dict; the last descriptor changes when a removal is followed
+# by an addition. Rows are re-read from the live state when a page is served (so licence/status
+# edits show up at once) and a row whose identity or entitlement vanished forces a rebuild.
+# Filtered or ordered scans depend on fields that can change in place (status, lastAccessed), so
+# a first page (no continuation token) always recomputes them; token pages reuse the snapshot the
+# walk started with, which is also what keeps a paged walk stable.
+
+_Rows = list[tuple[str, str]]  # (descriptor, storage key) per licensed user, in scan order
+_MAX_QUERIES = 8  # filtered/ordered scans kept per organization
+
+
+class _ScanCache:
+    __slots__ = ("base", "queries", "version")
+
+    def __init__(self) -> None:
+        self.version: tuple[Any, ...] | None = None
+        self.base: _Rows = []
+        self.queries: dict[str, _Rows] = {}
+
+
+_scan_caches: weakref.WeakKeyDictionary[OrgState, _ScanCache] = weakref.WeakKeyDictionary()
+
+
+def _version(org: OrgState) -> tuple[Any, ...]:
+    order = org.user_order
+    return (len(order), order[-1] if order else None, len(org.entitlements), len(org.audit))
+
+
+def _scan(org: OrgState) -> _ScanCache:
+    cache = _scan_caches.get(org)
+    if cache is None:
+        cache = _scan_caches[org] = _ScanCache()
+    version = _version(org)
+    if cache.version != version:
+        ents = org.entitlements
+        cache.base = [(d, i.storage_key) for d, i in ((d, org.identities[d]) for d in org.user_order)
+                      if i.storage_key in ents]
+        cache.queries = {}
+        cache.version = version
+    return cache
+
+
+def _resolve_rows(org: OrgState, rows: _Rows) -> list[tuple[Identity, UserEntitlement]] | None:
+    """The live (identity, entitlement) pairs of `rows`; None when one of them is gone (stale cache)."""
+    idents, ents = org.identities, org.entitlements
+    out = []
+    for d, key in rows:
+        ident, ent = idents.get(d), ents.get(key)
+        if ident is None or ent is None:
+            return None
+        out.append((ident, ent))
+    return out
+
+
+def _query_rows(org: OrgState, query_fp: str, pred: Pred | None, order_key: Callable[..., Any] | None,
+                reverse: bool, fresh: bool) -> _Rows:
+    """Scan rows for one filter/order; `fresh` recomputes a filtered/ordered scan (first page)."""
+    cache = _scan(org)
+    if pred is None and order_key is None:
+        return cache.base
+    rows = None if fresh else cache.queries.get(query_fp)
+    if rows is None:
+        live = _resolve_rows(org, cache.base)
+        if live is None:  # changed behind the fingerprint: rebuild from scratch
+            cache.version = None
+            cache = _scan(org)
+            live = _resolve_rows(org, cache.base) or []
+        if pred is not None:
+            live = [(i, e) for i, e in live if pred(i, e)]
+        if order_key is not None:
+            key = order_key
+            live.sort(key=lambda r: (key(*r), r[0].storage_key), reverse=reverse)
+        rows = [(i.descriptor, i.storage_key) for i, _ in live]
+        if len(cache.queries) >= _MAX_QUERIES:
+            cache.queries.pop(next(iter(cache.queries)))
+        cache.queries[query_fp] = rows
+    return rows
+
+
 async def list_user_entitlements(request: Request) -> Response:
     http.need(request, READ)
     org = http.org_of(request)
@@ -340,13 +463,12 @@ async def list_user_entitlements(request: Request) -> Response:
     w = http.world(request)
     with w.lock:
         offset, rt = parse_token(org, token, query_fp) if token else (0, 0)
-        rows = _licensed_users(org)
-        if pred is not None:
-            rows = [(i, e) for i, e in rows if pred(i, e)]
-        if order_key is not None:
-            key = order_key
-            rows.sort(key=lambda r: (key(*r), r[0].storage_key), reverse=reverse)
-        page = rows[offset:offset + PAGE_SIZE]
+        rows = _query_rows(org, query_fp, pred, order_key, reverse, fresh=not token)
+        page = _resolve_rows(org, rows[offset:offset + PAGE_SIZE])
+        if page is None:  # an identity vanished behind the fingerprint: rebuild and retry once
+            _scan(org).version = None
+            rows = _query_rows(org, query_fp, pred, order_key, reverse, fresh=True)
+            page = _resolve_rows(org, rows[offset:offset + PAGE_SIZE]) or []
         roles = _role_groups(org) if "projects" in select.lower() else None
         items = [entitlement_json(request, org, i, e, roles=roles) for i, e in page]
         nxt = offset + len(page)

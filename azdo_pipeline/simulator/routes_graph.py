@@ -279,6 +279,9 @@ def _resume(order: list[str], tail: list[str], index: int) -> int:
     The real store pages by a stable key, so removals between pages neither skip nor repeat
     identities; positions in the scan list shift, hence the descriptors of the page's tail.
     """
+    # Fast path (nothing removed before the cursor): O(1) instead of a scan of the whole order.
+    if tail and 0 < index <= len(order) and order[index - 1] == tail[-1]:
+        return index
     for d in reversed(tail):
         try:
             return order.index(d) + 1

@@ -53,31 +53,59 @@ def _aadgp_domain(org: OrgState, identity: Identity) -> str:
     return f"vstfs:///Framework/IdentityDomain/{org.tenant_id}"
 
 
+def request_bases(request: Request, org_name: str) -> tuple[str, str]:
+    """(vssps, core) public bases for `org_name`, computed once per request.
+
+    `http.public_base` parses the request URL on every call; a 500-item page would call it 1000
+    times, so the pair is memoised in the ASGI scope (it depends only on the request and org).
+    """
+    cache = request.scope.get("sim.bases")
+    if cache is None:
+        cache = request.scope["sim.bases"] = {}
+    hit = cache.get(org_name)
+    if hit is None:
+        hit = cache[org_name] = (http.public_base(request, "vssps", org_name),
+                                 http.public_base(request, "core", org_name))
+    return hit
+
+
 def graph_subject(request: Request, org: OrgState, identity: Identity) -> dict[str, Any]:
     """GraphUser / GraphGroup / GraphServicePrincipal body for `identity`."""
     d = identity.descriptor
-    links = http.links(request, org.name, resource_name(identity), d)
-    body: dict[str, Any] = {"subjectKind": identity.subject_kind}
-    if identity.subject_kind == "user":
+    kind = identity.subject_kind
+    vssps, core = request_bases(request, org.name)
+    # `_links`/`url` as http.links() writes them, built inline (hot path of every Graph page).
+    url = f"{vssps}/_apis/Graph/{_KIND_RESOURCE.get(kind, 'Users')}/{d}"
+    links: dict[str, Any] = {
+        "self": {"href": url},
+        "memberships": {"href": f"{vssps}/_apis/Graph/Memberships/{d}"},
+        "membershipState": {"href": f"{vssps}/_apis/Graph/MembershipStates/{d}"},
+        "storageKey": {"href": f"{vssps}/_apis/Graph/StorageKeys/{d}"},
+    }
+    if kind == "user":
+        subject_type = d.split(".", 1)[0]
+        body: dict[str, Any] = {"subjectKind": kind}
         # The svc example carries no metaType; aad/msa users do.
-        if identity.meta_type and identity.subject_type != "svc":
+        if identity.meta_type and subject_type != "svc":
             body["metaType"] = identity.meta_type
-        body.update({
-            "domain": _svc_domain(identity),
-            "principalName": identity.principal_name,
-            "mailAddress": identity.mail_address or "",
-        })
-    elif identity.subject_kind == "servicePrincipal":
+        # The state keeps "Build/{hostId}"; the Graph example shows just "Build".
+        body["domain"] = identity.domain.split("/", 1)[0] if subject_type == "svc" else identity.domain
+        body["principalName"] = identity.principal_name
+        body["mailAddress"] = identity.mail_address or ""
+        links["avatar"] = {"href": f"{core}/_apis/GraphProfile/MemberAvatars/{d}"}
+    elif kind == "servicePrincipal":
         # Example: principalName and directoryAlias are the SP object id; no mail address.
-        body.update({
+        body = {
+            "subjectKind": kind,
             "applicationId": identity.application_id,
             "directoryAlias": identity.directory_alias or identity.origin_id,
             "domain": identity.domain,
             "principalName": identity.origin_id,
             "mailAddress": None,
-        })
+        }
+        links["avatar"] = {"href": f"{core}/_apis/GraphProfile/MemberAvatars/{d}"}
     else:
-        body["description"] = identity.description
+        body = {"subjectKind": kind, "description": identity.description}
         if identity.subject_type == "aadgp":
             body["isCrossProject"] = True
         body.update({
@@ -85,15 +113,13 @@ def graph_subject(request: Request, org: OrgState, identity: Identity) -> dict[s
             "principalName": identity.principal_name,
             "mailAddress": None,
         })
-        links["_links"].pop("avatar", None)  # group examples have no avatar link
-    body.update({
-        "origin": identity.origin,
-        "originId": identity.origin_id,
-        "displayName": identity.display_name,
-        "_links": links["_links"],
-        "url": links["url"],
-        "descriptor": d,
-    })
+        # group examples have no avatar link
+    body["origin"] = identity.origin
+    body["originId"] = identity.origin_id
+    body["displayName"] = identity.display_name
+    body["_links"] = links
+    body["url"] = url
+    body["descriptor"] = d
     return body
 
 
@@ -125,7 +151,7 @@ def graph_scope(request: Request, org: OrgState, scope_id: str) -> dict[str, Any
 
 def membership_json(request: Request, org: OrgState, member: Identity, container: Identity) -> dict[str, Any]:
     """GraphMembership body (GET/PUT single edge and the list endpoint)."""
-    vssps = http.public_base(request, "vssps", org.name)
+    vssps = request_bases(request, org.name)[0]
     m, c = member.descriptor, container.descriptor
     return {
         "containerDescriptor": c,
