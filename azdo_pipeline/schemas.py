@@ -26,7 +26,8 @@ USERS = table_schema(
     "joined with their user entitlement (licence, status, last access).",
     ["descriptor"],
     col("descriptor", pa.string(), "Graph subject descriptor (stable id), e.g. `aad.…`.", nullable=False),
-    col("storage_key", pa.string(), "Identity id (GUID); the id audit events and the identities API use."),
+    col("storage_key", pa.string(), "Identity id (GUID; the id audit events and the identities API use), from "
+        "the user entitlement; null for a user without one."),
     col("subject_type", pa.string(), "Descriptor prefix: `aad` or `msa`.", nullable=False),
     col("origin", pa.string(), "Source directory: `aad` (Entra) or `msa`."),
     col("origin_id", pa.string(), "Object id in the source directory (Entra object id for `aad`)."),

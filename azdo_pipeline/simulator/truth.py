@@ -49,7 +49,9 @@ def users(org: OrgState) -> list[dict[str, Any]]:
             continue
         ent = org.entitlements.get(u.storage_key)
         rows.append({
-            "descriptor": u.descriptor, "storage_key": u.storage_key, "subject_type": u.subject_type,
+            # the storage key comes from the user entitlement (its id); Graph users do not carry it
+            "descriptor": u.descriptor, "storage_key": u.storage_key if ent else None,
+            "subject_type": u.subject_type,
             "origin": u.origin, "origin_id": u.origin_id, "principal_name": u.principal_name,
             "display_name": u.display_name, "mail_address": u.mail_address, "domain": u.domain,
             "meta_type": u.meta_type,
