@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 SIZE ?= small
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint install bench bench-sync bench-graph dev clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,18 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+dev: $(STAMP)
+	$(VENV)/bin/azdo-pipeline dev --size $(SIZE)
+
+# Benchmarks print figures (they are not tests). SIZE applies to the sync and graph benchmarks.
 bench: $(STAMP)
 	$(PY) benchmarks/simulator.py
+
+bench-sync: $(STAMP)
+	$(PY) benchmarks/full_sync.py --size $(SIZE)
+
+bench-graph: $(STAMP)
+	$(PY) benchmarks/access_graph.py --size $(SIZE)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
