@@ -121,6 +121,47 @@ def _profile(world: Any, client: Any, url: str, repeat: int) -> None:
     asyncio.run(run())
 
 
+def _raw_asgi_ms(world: Any, client: Any, url: str, repeat: int) -> float:
+    """Median server-side time of one request: the ASGI app called directly (no httpx, no thread hop)."""
+    import asyncio
+
+    import httpx
+
+    from azdo_pipeline.simulator.app import create_app
+
+    app = create_app(world)
+    u = httpx.URL(url)
+    headers = [(k.lower().encode(), v.encode()) for k, v in client.headers.items()]
+    headers.append((b"host", u.host.encode()))
+
+    async def one() -> float:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "https", "path": u.path, "raw_path": u.raw_path.split(b"?")[0],
+                 "query_string": u.query, "root_path": "", "headers": headers,
+                 "client": ("127.0.0.1", 50000), "server": (u.host, 443)}
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        t0 = time.perf_counter()
+        await app(scope, receive, send)
+        return (time.perf_counter() - t0) * 1000
+
+    statuses: list[int] = []
+
+    async def run() -> float:
+        await one()
+        times = [await one() for _ in range(repeat)]
+        assert set(statuses) == {200}, set(statuses)
+        return statistics.median(times)
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="large,xl")
@@ -136,6 +177,8 @@ def main() -> None:
         if args.profile:
             _profile(_w, client, routes[args.profile], args.repeat)
             continue
+        raw = _raw_asgi_ms(_w, client, routes["trivial_connectiondata"], max(args.repeat, 200))
+        print(f"server-side per-request overhead (connectionData, ASGI direct): {raw:.3f} ms")
         only = set(filter(None, args.only.split(",")))
         print(f"{'route':28s} {'median ms':>10s} {'p90 ms':>8s} {'KB':>8s} status")
         for name, url in routes.items():
