@@ -79,7 +79,10 @@ def _routes(org: Any, client: Any) -> dict[str, str]:
                                 "&api-version=7.1-preview.1",
         "identities_by_descriptor": f"{vssps}/identities?subjectDescriptors={user.descriptor}"
                                     "&queryMembership=Direct&api-version=7.1",
+        "identities_by_legacy": f"{vssps}/identities?descriptors={quote(user.identity_descriptor, safe='')}"
+                                "&api-version=7.1",
         "projects": f"{core}/projects?api-version=7.1",
+        "project_teams": f"{core}/projects/{proj.id}/teams?api-version=7.1",
         "teams_all": f"{core}/teams?api-version=7.1-preview.3",
         "team_members": f"{core}/projects/{proj.id}/teams/{team.id}/members?api-version=7.1",
     }

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import re
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
@@ -30,6 +31,7 @@ from starlette.routing import BaseRoute, Route
 
 from . import http
 from .http import AuthFailure, Caller, ado_error, ado_json, public_base
+from .serialize import request_bases
 from .state import Identity, OrgState, Project, Team, World, iso
 
 # ---------------------------------------------------------------------------------------------
@@ -174,8 +176,7 @@ def caller_identity(world: World, org: OrgState, c: Caller) -> Identity | None:
 
 def identity_ref(request: Request, org: OrgState, ident: Identity) -> dict[str, Any]:
     """IdentityRef as the teams APIs return it (subject descriptor in `descriptor`)."""
-    core = public_base(request, "core", org.name)
-    vssps = public_base(request, "vssps", org.name)
+    vssps, core = request_bases(request, org.name)
     body: dict[str, Any] = {
         "displayName": ident.display_name,
         "url": f"{vssps}/_apis/Identities/{ident.storage_key}",
@@ -216,7 +217,7 @@ _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 
 
 def project_ref(request: Request, org: OrgState, p: Project) -> dict[str, Any]:
-    base = public_base(request, "core", org.name)
+    base = request_bases(request, org.name)[1]
     body: dict[str, Any] = {"id": p.id, "name": p.name}
     if p.description:
         body["description"] = p.description  # the real service omits an empty description
@@ -228,6 +229,9 @@ def project_ref(request: Request, org: OrgState, p: Project) -> dict[str, Any]:
 def find_project(org: OrgState, id_or_name: str) -> Project:
     key = id_or_name.strip()
     if _GUID_RE.match(key):
+        hit = org.projects.get(key) or org.projects.get(key.lower())  # ids are unique: O(1) first
+        if hit is not None:
+            return hit
         for pid, p in org.projects.items():
             if pid.lower() == key.lower():
                 return p
@@ -310,8 +314,7 @@ async def get_project(request: Request) -> Response:
 
 
 def team_json(request: Request, org: OrgState, t: Team, *, expand_identity: bool = False) -> dict[str, Any]:
-    core = public_base(request, "core", org.name)
-    vssps = public_base(request, "vssps", org.name)
+    vssps, core = request_bases(request, org.name)
     proj = org.projects[t.project_id]
     body: dict[str, Any] = {
         "id": t.id, "name": t.name, "url": f"{core}/_apis/projects/{t.project_id}/teams/{t.id}",
@@ -325,9 +328,36 @@ def team_json(request: Request, org: OrgState, t: Team, *, expand_identity: bool
     return body
 
 
+# Teams per project (OrgState.teams_of scans every team of the organization) and the org-wide
+# name order, kept per organization. Teams are only created (appended to `org.teams`) or deleted
+# with their project, and never renamed, so (count, newest id) fingerprints the index.
+_TeamIndex = tuple[tuple[int, str | None], dict[str, list[Team]], list[Team]]
+_team_indexes: weakref.WeakKeyDictionary[OrgState, _TeamIndex] = weakref.WeakKeyDictionary()
+
+
+def _team_index(org: OrgState) -> _TeamIndex:
+    key = (len(org.teams), next(reversed(org.teams), None))
+    hit = _team_indexes.get(org)
+    if hit is not None and hit[0] == key:
+        return hit
+    by_project: dict[str, list[Team]] = {}
+    for t in org.teams.values():
+        by_project.setdefault(t.project_id, []).append(t)
+    for teams in by_project.values():
+        teams.sort(key=lambda t: t.name.lower())  # stable: the same order as OrgState.teams_of
+    all_sorted = sorted(org.teams.values(), key=lambda t: (t.name.lower(), t.id))
+    index = _team_indexes[org] = (key, by_project, all_sorted)
+    return index
+
+
+def teams_of(org: OrgState, project_id: str) -> list[Team]:
+    """OrgState.teams_of from the cached index (a copy: callers may keep or change it)."""
+    return list(_team_index(org)[1].get(project_id, ()))
+
+
 def find_team(org: OrgState, project: Project, id_or_name: str) -> Team:
     key = id_or_name.strip().lower()
-    for t in org.teams_of(project.id):
+    for t in _team_index(org)[1].get(project.id, ()):
         if t.id.lower() == key or t.name.lower() == key:
             return t
     raise Reject(ado_error(404, f"The team with id '{id_or_name}' does not exist.", "TeamNotFoundException",
@@ -357,9 +387,9 @@ async def _teams_page(request: Request, *, project_param: bool) -> Response:
     with w.lock:
         if project_param:
             proj = find_project(org, request.path_params["project"])
-            teams = org.teams_of(proj.id)
+            teams = teams_of(org, proj.id)
         else:
-            teams = sorted(org.teams.values(), key=lambda t: (t.name.lower(), t.id))
+            teams = list(_team_index(org)[2])
         if mine:
             teams = _mine_filter(request, org, teams)
         page = teams[skip:skip + top]

@@ -17,6 +17,7 @@ Limits (no documented server limit was found; reference §4.2 says UNVERIFIED):
 from __future__ import annotations
 
 import uuid
+import weakref
 from typing import Any
 
 from starlette.requests import Request
@@ -53,6 +54,22 @@ def _split(value: Any) -> list[str]:
     return [i.strip() for i in str(value).split(",") if i.strip()]
 
 
+# lower-case legacy descriptor -> identity, per organization: building it is O(organization), so it
+# is kept while the identity set is unchanged (count, newest descriptor, audit length).
+_legacy_indexes: weakref.WeakKeyDictionary[OrgState, tuple[tuple[Any, ...], dict[str, Identity]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _legacy_index(org: OrgState) -> dict[str, Identity]:
+    version = (len(org.identities), next(reversed(org.identities), None), len(org.audit))
+    hit = _legacy_indexes.get(org)
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    index = {i.identity_descriptor.lower(): i for i in org.identities.values()}
+    _legacy_indexes[org] = (version, index)
+    return index
+
+
 def _resolve(org: OrgState, kind: str, keys: list[str]) -> list[Identity | None]:
     """One identity (or None) per key. kind: identityIds | descriptors | subjectDescriptors."""
     if kind == "identityIds":
@@ -65,8 +82,13 @@ def _resolve(org: OrgState, kind: str, keys: list[str]) -> list[Identity | None]
         return out
     if kind == "descriptors":
         # Legacy descriptors compare case-insensitively ("Type;Identifier").
-        by_legacy = {i.identity_descriptor.lower(): i for i in org.identities.values()}
-        return [by_legacy.get(k.lower()) for k in keys]
+        by_legacy = _legacy_index(org)
+        found = [by_legacy.get(k.lower()) for k in keys]
+        if any(i is not None and org.identities.get(i.descriptor) is not i for i in found):
+            _legacy_indexes.pop(org, None)  # an identity was replaced behind the fingerprint
+            by_legacy = _legacy_index(org)
+            found = [by_legacy.get(k.lower()) for k in keys]
+        return found
     return [org.identities.get(k) for k in keys]
 
 
