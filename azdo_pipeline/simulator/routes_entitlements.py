@@ -33,13 +33,11 @@ Behaviour (reference §2, §8) and the choices made where it is UNVERIFIED:
 from __future__ import annotations
 
 import base64
-import gc
 import hashlib
 import json
 import re
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
@@ -56,6 +54,7 @@ from .routes_core import (
     require_api_version,
     route,
 )
+from .serialize import gc_paused
 from .state import NEVER, Identity, OrgState, SimError, UserEntitlement, World, iso
 
 try:  # the Graph subject JSON is owned by serialize.py; keep a fallback if it changes shape
@@ -426,7 +425,7 @@ def _scan(org: OrgState) -> _ScanCache:
     version = _version(org)
     if cache.version != version:
         ents, idents = org.entitlements, org.identities
-        with _gc_paused():
+        with gc_paused():
             cache.base = [(d, i.storage_key) for d, i in ((d, idents[d]) for d in org.user_order)
                           if i.storage_key in ents]
         cache.queries = {}
@@ -454,29 +453,12 @@ def _query_rows(org: OrgState, query_fp: str, pred: Pred | None, order_key: Call
         return cache.base
     rows = None if fresh else cache.queries.get(query_fp)
     if rows is None:
-        with _gc_paused():
+        with gc_paused():
             rows = _compute_rows(org, cache, pred, order_key, reverse)
         if len(cache.queries) >= _MAX_QUERIES:
             cache.queries.pop(next(iter(cache.queries)))
         cache.queries[query_fp] = rows
     return rows
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic GC while an O(organization) scan allocates its temporaries.
-
-    The rows are tuples freed by reference counting, but allocating ~100k of them triggers young
-    collections whose survivors push the collector into full passes over the whole simulated
-    organization (hundreds of ms at xl). Nothing here creates cycles, so pausing is safe.
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _compute_rows(org: OrgState, cache: _ScanCache, pred: Pred | None, order_key: Callable[..., Any] | None,
