@@ -16,11 +16,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import pyarrow as pa
+
 from .. import schemas
 from ..store import Store, TableWriter
 from . import rows
 
 TEAM_MEMBER_FANOUT = 32  # teams whose members are read concurrently (the client still bounds requests)
+
+
+_ENTITLEMENT_COLUMNS = ("storage_key", "license", "licensing_source", "msdn_license_type", "license_display_name",
+                        "status", "last_accessed", "date_created")
+_USER_PART = pa.schema([f for f in schemas.USERS if f.name not in _ENTITLEMENT_COLUMNS])
+_ENTITLEMENT_PART = pa.schema([pa.field("descriptor", pa.string(), nullable=False)]
+                              + [schemas.USERS.field(c) for c in _ENTITLEMENT_COLUMNS])
+
+
+def join_users(user_batches: list[pa.RecordBatch], ent_batches: list[pa.RecordBatch]) -> pa.Table:
+    """Graph users left-joined with their entitlements (licence, status, last access), USERS schema."""
+    users = pa.Table.from_batches(user_batches, schema=_USER_PART)
+    ents = pa.Table.from_batches(ent_batches, schema=_ENTITLEMENT_PART)
+    # A user appears once in the entitlement list; should a page repeat one, keep the first.
+    ents = ents.group_by("descriptor", use_threads=False).aggregate(
+        [(c, "first") for c in _ENTITLEMENT_COLUMNS]).rename_columns(["descriptor", *_ENTITLEMENT_COLUMNS])
+    joined = users.join(ents, keys="descriptor", join_type="left outer", use_threads=False)
+    return joined.select(schemas.USERS.names).cast(schemas.USERS)
 
 
 class SyncClient(Protocol):
@@ -93,7 +113,10 @@ async def full_sync(client: SyncClient, store: Store, org: str, snapshot: str,
 
 async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: SyncOptions,
                      report: SyncReport) -> None:
-    entitlements: dict[str, dict[str, Any]] = {}  # user descriptor -> entitlement fields
+    # Users and entitlements stream independently (neither waits for the other: both are long
+    # sequential page chains) into compact Arrow batches, joined on the descriptor at the end.
+    ent_batches: list[pa.RecordBatch] = []
+    user_batches: list[pa.RecordBatch] = []
     storage_keys: dict[str, str] = {}  # storage key -> descriptor (for batched membership reads)
     group_descriptors: list[str] = []
     team_ids: set[str] = set()
@@ -101,13 +124,16 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
 
     async def read_entitlements() -> None:
         async for page in client.entitlements.iter_user_entitlements():
+            batch = []
             for ent in page:
                 user = ent.get("user") or {}
                 d = user.get("descriptor")
                 if d:
-                    entitlements[d] = rows.entitlement_fields(ent)
+                    batch.append({"descriptor": d, **rows.entitlement_fields(ent)})
                     if ent.get("id"):
                         storage_keys[ent["id"]] = d
+            if batch:
+                ent_batches.append(pa.RecordBatch.from_pylist(batch, schema=_ENTITLEMENT_PART))
 
     async def read_teams() -> None:
         # Teams are always listed (cheap: 100 per page) because groups need the is_team flag.
@@ -141,21 +167,23 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
                                           for a in await client.accounts.list_organizations())
 
     async def read_users() -> None:
-        await ents_done
         skipped: dict[str, int] = {}
         async for page in client.graph.iter_users():
             users, svcs = [], []
             for u in page:
                 t = rows.subject_type(u["descriptor"])
                 if t in rows.USER_TYPES:
-                    users.append(rows.user_row(u, entitlements.get(u["descriptor"])))
+                    users.append(rows.user_row(u, None))
                 elif t in rows.SERVICE_ACCOUNT_TYPES:
                     svcs.append(rows.service_account_row(u))
                 else:  # acs, s2s, bnd, …: system identities, not accounts people hold
                     skipped[t] = skipped.get(t, 0) + 1
-            w["users"].write_rows(users)
+            if users:
+                user_batches.append(pa.RecordBatch.from_pylist(users, schema=_USER_PART))
             w["service_accounts"].write_rows(svcs)
         report.skipped_subjects = skipped
+        await ents_done
+        w["users"].write_table(join_users(user_batches, ent_batches))
 
     async def read_memberships() -> None:
         await ents_done
