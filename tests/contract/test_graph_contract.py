@@ -16,9 +16,6 @@ from .helpers import assert_contract, contract_errors, msa_variant
 
 V = "api-version=7.1-preview.1"
 USER_TYPES = {"aad", "msa", "svc", "bnd", "imp", "acs", "unusr", "win", "agg", "csp"}  # behaviour doc §3.1
-GRAPH_URL = re.compile(r"^https://vssps\.dev\.azure\.com/fabrikam/_apis/Graph/"
-                       r"(Users|Groups|ServicePrincipals|Memberships|MembershipStates|StorageKeys)/[A-Za-z0-9._-]+$")
-D5 = "D5 docs/spec-deviations.md: isCrossProject on aadgp groups"
 
 
 def _example_items(area: str, op: str, prefix: str | None = None) -> list[dict]:
