@@ -606,7 +606,8 @@ def list_memberships(request: Request, org: OrgState, caller: http.Caller, _: An
             if other is None:
                 continue
             member, container = (ident, other) if direction == "up" else (other, ident)
-            value.append(membership_json(request, org, member, container))
+            # List items carry no _links, as the official MembershipsBatch examples show.
+            value.append({"containerDescriptor": container.descriptor, "memberDescriptor": member.descriptor})
         return http.ado_json({"count": len(value), "value": value})
 
 

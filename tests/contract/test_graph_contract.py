@@ -165,9 +165,6 @@ def test_memberships_list_schema_and_direct_edges(sim: Sim, cw: ContractWorld, d
     assert body["count"] == len(body["value"])
 
 
-@pytest.mark.xfail(strict=True, reason="routes_graph.py/serialize.membership_json: Memberships_List items carry "
-                   "`_links`; the official list examples (MembershipsBatch/*.json) have only "
-                   "containerDescriptor + memberDescriptor")
 @pytest.mark.parametrize("direction", ["up", "down"])
 def test_memberships_list_shape(sim: Sim, cw: ContractWorld, direction: str) -> None:
     d = cw.member.descriptor if direction == "up" else cw.team.group_descriptor
