@@ -60,7 +60,7 @@ def _minimum_requests(org: Any, batch: int, sync_teams: bool) -> dict[str, int]:
     return minimum
 
 
-def serve(size: str, seed: int, queue: Any, stop: Any) -> None:
+def serve(size: str, seed: int, sync_teams: bool, queue: Any, stop: Any) -> None:
     from azdo_pipeline.simulator.generator import generate
     from azdo_pipeline.simulator.routes_identities import IDENTITY_BATCH_MAX
     from azdo_pipeline.simulator.server import SimulatorServer
@@ -73,13 +73,13 @@ def serve(size: str, seed: int, queue: Any, stop: Any) -> None:
     with SimulatorServer(world) as server:
         queue.put({"base_url": server.base_url, "org_url": server.org_url(ORG), "ca_file": server.ca_file,
                    "full": full, "naive": naive,
-                   "minimum": _minimum_requests(org, IDENTITY_BATCH_MAX, sync_teams=True),
+                   "minimum": _minimum_requests(org, IDENTITY_BATCH_MAX, sync_teams=sync_teams),
                    "counts": {"users": len(org.user_order), "groups": len(org.group_order),
                               "projects": len(org.projects), "memberships": org.membership_count()}})
         stop.wait()
 
 
-def run_sync(info: dict, token: str, concurrency: int, queue: Any) -> None:
+def run_sync(info: dict, token: str, concurrency: int, sync_teams: bool, queue: Any) -> None:
     from azdo_pipeline.auth import PatCredential
     from azdo_pipeline.client import AzureDevOpsClient, ClientSettings
     from azdo_pipeline.store import Store
@@ -89,7 +89,7 @@ def run_sync(info: dict, token: str, concurrency: int, queue: Any) -> None:
         settings = ClientSettings(ca_bundle=info["ca_file"], max_concurrency=concurrency)
         async with await AzureDevOpsClient.connect(info["org_url"], PatCredential(token), settings=settings) as c:
             with tempfile.TemporaryDirectory() as tmp:
-                return await full_sync(c, Store(Path(tmp)), ORG, "bench", SyncOptions(sync_teams=True))
+                return await full_sync(c, Store(Path(tmp)), ORG, "bench", SyncOptions(sync_teams=sync_teams))
 
     t0 = time.perf_counter()
     report = asyncio.run(go())
@@ -114,7 +114,11 @@ def main() -> int:
     ap.add_argument("--size", default="large")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--latency", default="both", help="'0', 'MIN-MAX' in ms, or 'both' (0 and 50-150)")
-    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--concurrency", type=int, default=8, help="our client's requests in flight (default 8, "
+                    "the product default)")
+    ap.add_argument("--sync-teams", action="store_true",
+                    help="also read team members (one request per team, for the admin flag); off by default "
+                         "as in the product")
     ap.add_argument("--skip-naive", action="store_true")
     args = ap.parse_args()
     settings = [(0, 0), (50, 150)] if args.latency == "both" else [
@@ -123,10 +127,11 @@ def main() -> int:
     ctx = mp.get_context("spawn")
     q, stop = ctx.Queue(), ctx.Event()
     t0 = time.perf_counter()
-    server = ctx.Process(target=serve, args=(args.size, args.seed, q, stop), daemon=True)
+    server = ctx.Process(target=serve, args=(args.size, args.seed, args.sync_teams, q, stop), daemon=True)
     server.start()
     info = q.get()
-    print(f"simulator: {args.size} org {info['counts']} ready in {time.perf_counter() - t0:.1f}s")
+    print(f"simulator: {args.size} org {info['counts']} ready in {time.perf_counter() - t0:.1f}s; "
+          f"sync_teams={args.sync_teams}, our concurrency {args.concurrency}")
     minimum = info["minimum"]
     min_total = sum(minimum.values())
     print(f"minimum requests the API allows: {min_total}")
@@ -138,7 +143,7 @@ def main() -> int:
             admin.put("/_sim/faults", json={"latency_ms": [lo, hi], "seed": 1}).raise_for_status()
             label = "no added latency" if hi == 0 else f"{lo}-{hi} ms added per request"
             print(f"\n=== {label} ===")
-            ours = _child(run_sync, info, info["full"], args.concurrency)
+            ours = _child(run_sync, info, info["full"], args.concurrency, args.sync_teams)
             print(f"ours : {ours['wall']:8.2f}s  {ours['requests']:6d} requests "
                   f"({ours['requests'] / min_total:.3f}x minimum)  peak RSS {ours['peak_rss_mb']:.0f} MiB")
             for k, v in sorted(ours["by_endpoint"].items(), key=lambda kv: -kv[1]):
@@ -146,7 +151,7 @@ def main() -> int:
             print("  rows: " + ", ".join(f"{k}={v}" for k, v in ours["rows"].items()))
             if args.skip_naive:
                 continue
-            naive = _child(run_sync, info, info["naive"], 1)
+            naive = _child(run_sync, info, info["naive"], 1, args.sync_teams)
             print(f"naive: {naive['wall']:8.2f}s  {naive['requests']:6d} requests  "
                   f"peak RSS {naive['peak_rss_mb']:.0f} MiB")
             same = naive["rows"] == ours["rows"]
