@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import httpx
@@ -78,6 +78,7 @@ class AzureDevOpsClient:
 
     # ---- memberships ------------------------------------------------------------------
     async def memberships(self, group_descriptors: list[str], *, storage_keys: dict[str, str] | None = None,
+                          keys_ready: Awaitable[Any] | None = None,
                           chunk_size: int | None = None) -> AsyncIterator[tuple[str, list[str]]]:
         """(group descriptor, direct member subject descriptors) for every group, streamed.
 
@@ -93,6 +94,10 @@ class AzureDevOpsClient:
         groups = list(dict.fromkeys(group_descriptors))
         known = {k.lower(): v for k, v in (storage_keys or {}).items()}
         resolver = _Resolver(self.identities, known, max(1, self.settings.identity_chunk_size))
+        if keys_ready is not None and storage_keys is not None:
+            # The caller is still filling `storage_keys` (e.g. from the entitlement pages): read the
+            # groups now and resolve member ids only once the map is complete.
+            resolver.later(storage_keys, keys_ready)
         counts = {"batched": 0, "per_group": 0}
         chunks = [groups[i:i + size] for i in range(0, len(groups), size)]
         window = max(1, self.settings.max_concurrency)
@@ -165,6 +170,7 @@ class AzureDevOpsClient:
         resolver.reading += 1
         try:
             identities = await self.identities.read_many(subject_descriptors=chunk, query_membership="Direct")
+            await resolver.keys_complete()  # still counted as reading: nothing is flushed before the map
         except BaseException:
             resolver.reading -= 1
             resolver.flush()
@@ -226,6 +232,26 @@ class _Resolver:
         self._queue: list[str] = []
         self._futures: dict[str, asyncio.Future[None]] = {}
         self._jobs: set[asyncio.Task[None]] = set()
+        self._pending: tuple[dict[str, str], Awaitable[Any]] | None = None
+        self._merged: asyncio.Future[None] | None = None
+
+    def later(self, source: dict[str, str], ready: Awaitable[Any]) -> None:
+        """`source` (storage key -> descriptor) is complete once `ready` resolves; merge it then."""
+        self._pending = (source, ready)
+
+    async def keys_complete(self) -> None:
+        if self._pending is None:
+            return
+        if self._merged is None:
+            self._merged = asyncio.ensure_future(self._merge())
+        await asyncio.shield(self._merged)
+
+    async def _merge(self) -> None:
+        assert self._pending is not None
+        source, ready = self._pending
+        await ready
+        for k, v in source.items():
+            self.known.setdefault(k.lower(), v)
 
     async def resolve(self, keys: set[str]) -> None:
         loop = asyncio.get_running_loop()

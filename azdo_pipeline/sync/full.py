@@ -52,8 +52,8 @@ class SyncClient(Protocol):
     accounts: Any
     stats: Any
 
-    def memberships(self, group_descriptors: list[str], *,
-                    storage_keys: dict[str, str] | None = None) -> AsyncIterator[tuple[str, list[str]]]: ...
+    def memberships(self, group_descriptors: list[str], *, storage_keys: dict[str, str] | None = None,
+                    keys_ready: Any = None) -> AsyncIterator[tuple[str, list[str]]]: ...
 
 
 @dataclass(frozen=True)
@@ -186,9 +186,11 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
         w["users"].write_table(join_users(user_batches, ent_batches))
 
     async def read_memberships() -> None:
-        await ents_done
+        # Groups are read while the entitlement pages still arrive; member ids are resolved once the
+        # storage-key map from the entitlements is complete (keys_ready), so no extra look-ups.
         await groups_done
-        async for container, members in client.memberships(group_descriptors, storage_keys=storage_keys):
+        async for container, members in client.memberships(group_descriptors, storage_keys=storage_keys,
+                                                            keys_ready=ents_done):
             w["memberships"].write_rows(rows.membership_row(container, m) for m in members)
 
     async def read_team_members() -> None:

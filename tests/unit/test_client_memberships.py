@@ -120,6 +120,31 @@ def test_get_identities_when_identitybatch_is_missing_packs_under_query_limit() 
     assert stats.membership_mode == "batched"
 
 
+def test_keys_that_arrive_later_are_used_before_any_look_up() -> None:
+    """Groups are read while the caller still fills the storage-key map; ids resolve only after."""
+    import asyncio
+
+    d = Directory(n_groups=40, n_users=50)
+    svc = _service(d)
+
+    async def go():
+        keys: dict[str, str] = {}
+
+        async def fill_later() -> None:  # e.g. the entitlement pages, still arriving
+            await asyncio.sleep(0.05)
+            keys.update(d.users)
+
+        ready = asyncio.ensure_future(fill_later())
+        async with await connect(svc) as c:
+            got = {g: sorted(ms) for g, ms in await collect(c.memberships(list(d.groups.values()),
+                                                                        storage_keys=keys, keys_ready=ready))}
+            return got
+
+    assert run(go()) == d.expected()
+    # one batched read of the 40 groups; the users came from the map, groups from that read: no look-up
+    assert svc.count("POST", "/_apis/identitybatch") == 1
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_falls_back_to_per_group_graph_reads_and_says_so(status: int) -> None:
     d = Directory(n_groups=30, n_users=40)
