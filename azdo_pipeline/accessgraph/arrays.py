@@ -65,3 +65,17 @@ class Lookup:
         """Dictionary array of the values at `rows` (rows < 0 give null)."""
         c = np.where(rows >= 0, self.code[np.maximum(rows, 0)], -1) if len(self.code) else np.full(len(rows), -1)
         return dict_array(c, self.dictionary, index_type)
+
+
+def block(schema: pa.Schema, n: int, columns: dict[str, object]) -> pa.Table:
+    """`n` rows of `schema`: arrays are cast, scalars repeated, absent columns null."""
+    arrays = []
+    for f in schema:
+        v = columns.get(f.name)
+        if v is None:
+            arrays.append(pa.nulls(n, f.type))
+        elif isinstance(v, pa.Array | pa.ChunkedArray):
+            arrays.append(v.cast(f.type))
+        else:
+            arrays.append(pa.array([v] * n, f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import model
-from .arrays import codes
+from .arrays import block, codes
 from .closure import I32, sorted_unique
 from .schemas import ENTITLEMENTS
 
@@ -60,17 +60,8 @@ def _strs(*parts: pa.Array | pa.ChunkedArray | str) -> pa.Array:
     return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
 
 
-def _block(n: int, cols: dict[str, object]) -> pa.Table:
-    arrays = []
-    for f in ENTITLEMENTS:
-        v = cols.get(f.name)
-        if v is None:
-            arrays.append(pa.nulls(n, f.type))
-        elif isinstance(v, pa.Array | pa.ChunkedArray):
-            arrays.append(v.cast(f.type))
-        else:
-            arrays.append(pa.array([v] * n, f.type))
-    return pa.Table.from_arrays(arrays, schema=ENTITLEMENTS)
+def _block(n: int, columns: dict[str, object]) -> pa.Table:
+    return block(ENTITLEMENTS, n, columns)
 
 
 def build_catalogue(ix: GraphIndex) -> Catalogue:

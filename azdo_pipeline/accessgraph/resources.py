@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import model
+from .arrays import block
 from .schemas import RESOURCE_TYPES, RESOURCES
 
 if TYPE_CHECKING:
@@ -22,18 +23,8 @@ def resource_types_table() -> pa.Table:
     return pa.Table.from_pylist(rows, schema=RESOURCE_TYPES)
 
 
-def _block(n: int, columns: dict[str, pa.Array | pa.ChunkedArray | object]) -> pa.Table:
-    """A block of rows of one resource type; scalars are repeated, absent columns are null."""
-    arrays = []
-    for f in RESOURCES:
-        v = columns.get(f.name)
-        if v is None:
-            arrays.append(pa.nulls(n, f.type))
-        elif isinstance(v, pa.Array | pa.ChunkedArray):
-            arrays.append(v.cast(f.type))
-        else:
-            arrays.append(pa.array([v] * n, f.type))
-    return pa.Table.from_arrays(arrays, schema=RESOURCES)
+def _block(n: int, columns: dict[str, object]) -> pa.Table:
+    return block(RESOURCES, n, columns)
 
 
 def _if(mask: pa.Array | pa.ChunkedArray, values: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
