@@ -35,7 +35,9 @@ from typing import Any
 import jsonschema
 from jsonschema import Draft202012Validator
 
-SPECS_ROOT = Path(os.environ.get("AZDO_REST_SPECS", "/work/shared/azure-devops-rest-specs"))
+# The specs sit beside the project (../shared), on developer machines and in CI alike.
+_BESIDE = Path(__file__).resolve().parents[2].parent / "shared" / "azure-devops-rest-specs"
+SPECS_ROOT = Path(os.environ.get("AZDO_REST_SPECS", str(_BESIDE)))
 
 # area -> spec file (relative to SPECS_ROOT)
 AREAS: dict[str, str] = {
