@@ -2,13 +2,9 @@
 
 import dagster as dg
 
-from .partitions import org_partitions
-
 full_sync_job = dg.define_asset_job(
     "full_sync_job",
     selection=dg.AssetSelection.groups("azdo_raw", "access_graph"),
     description="Full sync of one organization (raw tables), then the access graph built from that snapshot.",
     tags={"azdo/sync_mode": "full"},
 )
-
-__all__ = ["full_sync_job", "org_partitions"]
