@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .errors import AzureDevOpsError, TransientError
+from .paging import token_pages
 from .scopes import ENTITLEMENTS_READ, ENTITLEMENTS_WRITE
 from .transport import Requester
 
@@ -59,29 +60,24 @@ class EntitlementsService:
         The token (e.g. `+RID:~…==#RT:1#TRC:100#…`) goes back URL-encoded (httpx encodes query
         params, so + # = survive); paging stops only when the body has no token.
         """
-        token: str | None = None
-        seen: set[str] = set()
-        while True:
+        async def fetch(token: str | None) -> Any:
             params: dict[str, Any] = {"api-version": ENTITLEMENTS_VERSION}
             if filter:
                 params["$filter"] = filter
             if token:
                 params["continuationToken"] = token
-            reply = await self._r.request("GET", f"{self.base}/_apis/userentitlements",
-                                          endpoint="GET userentitlements", scope=ENTITLEMENTS_READ,
-                                          params=params)
+            return await self._r.request("GET", f"{self.base}/_apis/userentitlements",
+                                         endpoint="GET userentitlements", scope=ENTITLEMENTS_READ, params=params)
+
+        def split(reply: Any) -> tuple[list[dict], str | None]:
             data = reply.data or {}
             members = data.get("members")
             if members is None:  # the spec's shape only has `items`
                 members = data.get("items") or []
-            yield list(members)
-            token = data.get("continuationToken") or None
-            if not token:
-                return
-            if token in seen:
-                raise AzureDevOpsError("GET userentitlements: the server repeated a continuation token",
-                                       endpoint="GET userentitlements")
-            seen.add(token)
+            return list(members), data.get("continuationToken") or None
+
+        async for page in token_pages(fetch, split, "GET userentitlements"):
+            yield page
 
     async def find_user_entitlement(self, principal_name: str) -> dict | None:
         """The entitlement whose user has this principal name (or mail address), else None."""

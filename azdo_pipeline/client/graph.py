@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-from .errors import AzureDevOpsError
+from .paging import token_pages
 from .scopes import GRAPH_MANAGE, GRAPH_READ
 from .transport import Requester
 
@@ -25,23 +25,18 @@ class GraphService:
 
     async def _list(self, path: str, endpoint: str, params: dict[str, Any]) -> AsyncIterator[list[dict]]:
         """Graph lists: stop only when X-MS-ContinuationToken is gone (short/empty pages are normal)."""
-        token: str | None = None
-        seen: set[str] = set()
-        while True:
+        async def fetch(token: str | None) -> Any:
             q = {**params, "api-version": GRAPH_VERSION}
             if token:
                 q["continuationToken"] = token
-            reply = await self._r.request("GET", f"{self.base}/_apis/graph/{path}", endpoint=endpoint,
-                                          scope=GRAPH_READ, params=q)
-            data = reply.data or {}
-            yield list(data.get("value") or [])
-            token = reply.headers.get("x-ms-continuationtoken") or None
-            if not token:
-                return
-            if token in seen:  # a server bug would otherwise loop forever
-                raise AzureDevOpsError(f"{endpoint}: the server repeated continuation token; stopping",
-                                       endpoint=endpoint)
-            seen.add(token)
+            return await self._r.request("GET", f"{self.base}/_apis/graph/{path}", endpoint=endpoint,
+                                         scope=GRAPH_READ, params=q)
+
+        def split(reply: Any) -> tuple[list[dict], str | None]:
+            return list((reply.data or {}).get("value") or []), reply.headers.get("x-ms-continuationtoken") or None
+
+        async for page in token_pages(fetch, split, endpoint):
+            yield page
 
     def iter_users(self, subject_types: list[str] | None = None) -> AsyncIterator[list[dict]]:
         params = {"subjectTypes": ",".join(subject_types)} if subject_types else {}
