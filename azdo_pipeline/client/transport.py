@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
+import orjson
 
 from .errors import (
     AuthenticationError,
@@ -355,8 +356,8 @@ class Requester:
             data = None
             if resp.content and "json" in ctype and method != "HEAD":
                 try:
-                    data = resp.json()
-                except ValueError:
+                    data = orjson.loads(resp.content)  # big pages: several times faster than json
+                except ValueError:  # orjson.JSONDecodeError is a ValueError
                     # A body cut short that still parsed as complete HTTP: treat like a dropped read.
                     return None, TransientError(f"{endpoint}: response body is not valid JSON "
                                                 f"({len(resp.content)} bytes)", status=status, url=url,

@@ -189,9 +189,25 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
         # Groups are read while the entitlement pages still arrive; member ids are resolved once the
         # storage-key map from the entitlements is complete (keys_ready), so no extra look-ups.
         await groups_done
+        # Columnar: 1M edges at xl, so no dict per row.
+        containers: list[str] = []
+        members_col: list[str] = []
+
+        def flush() -> None:
+            kinds = [rows.member_kind(m) for m in members_col]
+            w["memberships"].write_table(pa.table({"container_descriptor": containers,
+                                                   "member_descriptor": members_col, "member_kind": kinds},
+                                                  schema=schemas.MEMBERSHIPS))
+            containers.clear()
+            members_col.clear()
+
         async for container, members in client.memberships(group_descriptors, storage_keys=storage_keys,
                                                             keys_ready=ents_done):
-            w["memberships"].write_rows(rows.membership_row(container, m) for m in members)
+            containers.extend([container] * len(members))
+            members_col.extend(members)
+            if len(members_col) >= 50_000:
+                flush()
+        flush()
 
     async def read_team_members() -> None:
         if not options.sync_teams:

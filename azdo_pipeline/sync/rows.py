@@ -12,25 +12,19 @@ _PROJECT_DOMAIN = "vstfs:///Classification/TeamProject/"
 
 USER_TYPES = frozenset({"aad", "msa"})
 SERVICE_ACCOUNT_TYPES = frozenset({"svc"})
-GROUP_TYPES = frozenset({"vssgp", "aadgp"})
 
 
 def subject_type(descriptor: str) -> str:
     return descriptor.split(".", 1)[0] if "." in descriptor else ""
 
 
+_KIND_BY_TYPE = {"aad": "user", "msa": "user", "svc": "service_account", "aadsp": "service_principal",
+                 "vssgp": "group", "aadgp": "group"}
+
+
 def member_kind(descriptor: str) -> str:
     """Kind of a membership's member, from its descriptor prefix."""
-    t = subject_type(descriptor)
-    if t in USER_TYPES:
-        return "user"
-    if t in SERVICE_ACCOUNT_TYPES:
-        return "service_account"
-    if t == "aadsp":
-        return "service_principal"
-    if t in GROUP_TYPES:
-        return "group"
-    return "other"
+    return _KIND_BY_TYPE.get(descriptor.partition(".")[0], "other")
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -101,11 +95,6 @@ def group_row(group: Mapping[str, Any], team_ids: set[str] | frozenset[str]) -> 
         "project_id": project_id, "is_team": bool(storage_key and storage_key in team_ids),
         "origin": group.get("origin"), "origin_id": origin_id, "domain": domain or None,
     }
-
-
-def membership_row(container: str, member: str) -> dict[str, Any]:
-    return {"container_descriptor": container, "member_descriptor": member,
-            "member_kind": member_kind(member)}
 
 
 def project_row(p: Mapping[str, Any]) -> dict[str, Any]:
