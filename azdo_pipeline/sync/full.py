@@ -22,7 +22,7 @@ from .. import schemas
 from ..store import Store, TableWriter
 from . import rows
 
-TEAM_MEMBER_FANOUT = 32  # teams whose members are read concurrently (the client still bounds requests)
+RESERVED_FOR_CHAINS = 2  # request slots kept free of the team fan-out for the sequential page chains
 
 
 _ENTITLEMENT_COLUMNS = ("storage_key", "license", "licensing_source", "msdn_license_type", "license_display_name",
@@ -213,7 +213,10 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
         if not options.sync_teams:
             return
         await teams_done
-        sem = asyncio.Semaphore(TEAM_MEMBER_FANOUT)
+        # One request per team can fill every slot of the client; the entitlement and user page chains
+        # are sequential and on the critical path, so the fan-out leaves them room.
+        slots = int(getattr(getattr(client, "settings", None), "max_concurrency", 8))
+        sem = asyncio.Semaphore(max(1, slots - RESERVED_FOR_CHAINS))
 
         async def one(project_id: str, team_id: str) -> None:
             async with sem:
