@@ -96,7 +96,7 @@ async def full_sync(client: SyncClient, store: Store, org: str, snapshot: str,
     # Every table is complete and renamed into the snapshot: publish them together.
     for name, w in writers.items():
         store.publish(name, org, snapshot)
-        enabled = not ((name in ("team_members",) and not options.sync_teams)
+        enabled = not ((name in ("teams", "team_members") and not options.sync_teams)
                        or (name == "organizations" and not options.sync_organizations))
         report.tables[name] = TableResult(w.rows, store.latest_path(name, org), enabled)
     stats = client.stats

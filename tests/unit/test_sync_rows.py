@@ -52,3 +52,34 @@ def test_member_kind_and_group_scope() -> None:
     e = rows.group_row({"descriptor": "aadgp.y", "originId": "oid", "domain": "vstfs:///Framework/IdentityDomain/t"},
                        {"oid"})
     assert (e["scope"], e["is_team"], e["storage_key"]) == ("organization", False, None)
+
+
+def test_tables_off_by_setting_are_reported_disabled(tmp_path) -> None:
+    """teams/team_members/organizations are written empty and flagged when their setting is off."""
+    import asyncio
+
+    from azdo_pipeline.store import Store
+    from azdo_pipeline.sync.full import SyncOptions, full_sync
+
+    class Empty:
+        async def _none(self, *a, **k):
+            for _ in ():
+                yield []
+
+    class Client:
+        graph = type("G", (), {"iter_users": Empty()._none, "iter_groups": Empty()._none,
+                               "iter_service_principals": Empty()._none})()
+        core = type("C", (), {"iter_teams": Empty()._none, "iter_projects": Empty()._none,
+                              "iter_team_members": Empty()._none})()
+        entitlements = type("E", (), {"iter_user_entitlements": Empty()._none})()
+        accounts = None
+        stats = None
+
+        def memberships(self, groups, **kw):
+            return Empty()._none()
+
+    report = asyncio.run(full_sync(Client(), Store(tmp_path), "fabrikam", "s1", SyncOptions()))
+    off = {n for n, t in report.tables.items() if not t.enabled}
+    assert off == {"teams", "team_members", "organizations"}
+    assert all(t.rows == 0 for t in report.tables.values())
+    assert all(t.path.exists() for t in report.tables.values())
