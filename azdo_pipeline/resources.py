@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from .client import AzureDevOpsClient, ClientSettings
+from .client import AzureDevOpsClient
 from .config import OrgConfig, PipelineConfig, load_config
 from .store import Store
 from .sync.full import SyncOptions, SyncReport, full_sync
@@ -33,11 +33,11 @@ class AzdoPipeline(dg.ConfigurableResource):
     def config(self) -> PipelineConfig:
         return load_config(self.config_path)
 
-    def store(self) -> Store:
-        return Store(Path(self.data_dir or self.config().data_dir))
+    def store(self, cfg: PipelineConfig | None = None) -> Store:
+        return Store(Path(self.data_dir or (cfg or self.config()).data_dir))
 
-    def org(self, name: str) -> OrgConfig:
-        cfg = self.config()
+    def org(self, name: str, cfg: PipelineConfig | None = None) -> OrgConfig:
+        cfg = cfg or self.config()
         for o in cfg.organizations:
             if o.name.lower() == name.lower():
                 return o
@@ -46,9 +46,9 @@ class AzdoPipeline(dg.ConfigurableResource):
                          "under `organizations:` or remove the partition")
 
     @asynccontextmanager
-    async def client(self, name: str) -> AsyncIterator[AzureDevOpsClient]:
-        cfg = self.config()
-        org = self.org(name)
+    async def client(self, name: str, cfg: PipelineConfig | None = None) -> AsyncIterator[AzureDevOpsClient]:
+        cfg = cfg or self.config()
+        org = self.org(name, cfg)
         # Missing secrets are a configuration error before any request, naming the variable to set.
         index = cfg.organizations.index(org)
         problems = [p for p in cfg.check_environment() if p.startswith(f"organizations[{index}].")]
@@ -66,20 +66,21 @@ class AzdoPipeline(dg.ConfigurableResource):
             from .auth import credential_for
 
             credential = credential_for(org)
-        settings = ClientSettings(max_concurrency=org.concurrency, ca_bundle=org.ca_bundle)
-        client = await AzureDevOpsClient.connect(org.url, credential, settings=settings, transport=transport)
+        client = await AzureDevOpsClient.connect(org.url, credential, settings=org.client_settings(),
+                                                 transport=transport)
         try:
             yield client
         finally:
             await client.aclose()
 
     def full_sync(self, name: str, snapshot: str) -> SyncReport:
-        org = self.org(name)
+        cfg = self.config()  # read the file once per run
+        org = self.org(name, cfg)
         options = SyncOptions(sync_teams=org.sync_teams, sync_organizations=org.sync_organizations)
 
         async def run() -> SyncReport:
-            async with self.client(name) as client:
-                return await full_sync(client, self.store(), org.name, snapshot, options)
+            async with self.client(name, cfg) as client:
+                return await full_sync(client, self.store(cfg), org.name, snapshot, options)
 
         return asyncio.run(run())
 

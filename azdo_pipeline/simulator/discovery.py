@@ -64,14 +64,18 @@ async def list_areas(request: Request) -> Response:
     return ado_json({"count": len(value), "value": value})
 
 
-async def get_area(request: Request) -> Response:
-    org = _org_or_404(request, request.path_params["org"])
+def _one_area(request: Request, org_name: str) -> Response:
+    org = _org_or_404(request, org_name)
     if isinstance(org, Response):
         return org
     area = _BY_ID.get(request.path_params["area_id"].lower())
     if area is None:
         return _unknown_area(request.path_params["area_id"])
     return ado_json(_area_json(request, org, area))
+
+
+async def get_area(request: Request) -> Response:
+    return _one_area(request, request.path_params["org"])
 
 
 async def get_area_global(request: Request) -> Response:
@@ -82,13 +86,7 @@ async def get_area_global(request: Request) -> Response:
         name = next((o.name for o in world(request).orgs.values() if o.id.lower() == host_id.lower()), host_id)
     if not name:
         return ado_error(400, "Either accountName or hostId must be specified.", "ArgumentException")
-    org = _org_or_404(request, name)
-    if isinstance(org, Response):
-        return org
-    area = _BY_ID.get(request.path_params["area_id"].lower())
-    if area is None:
-        return _unknown_area(request.path_params["area_id"])
-    return ado_json(_area_json(request, org, area))
+    return _one_area(request, name)
 
 
 # ---- OPTIONS {areaBase}/_apis: resource locations ------------------------------------------------
