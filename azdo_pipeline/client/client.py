@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from .accounts import AccountsService
+from .arrow_pages import IDENTITY_MEMBERS_PAGE
 from .audit import AuditService
 from .core import CoreService
 from .discovery import ServiceUrls, discover, normalize_org_url
@@ -103,17 +104,24 @@ class AzureDevOpsClient:
         window = max(1, self.settings.max_concurrency)
         tasks: set[asyncio.Task[list[tuple[str, list[str]]]]] = set()
         next_chunk = 0
+        read_ok = asyncio.Event()  # a batched read answered: the other chunks may start
         try:
             while next_chunk < len(chunks) or tasks:
                 # Until one batched read has worked (or been refused), run a single chunk: a PAT
                 # without vso.identity then costs one refused request, not one per chunk in flight.
-                probing = self._identities_refused is None and self.identities.batch_available is None \
-                    and counts["batched"] == 0
+                probing = self._identities_refused is None and not read_ok.is_set() and counts["batched"] == 0 \
+                    and self.identities.batch_available is None
                 limit = 1 if probing else window
                 while next_chunk < len(chunks) and len(tasks) < limit:
-                    tasks.add(asyncio.ensure_future(self._chunk(chunks[next_chunk], resolver, counts)))
+                    tasks.add(asyncio.ensure_future(self._chunk(chunks[next_chunk], resolver, counts, read_ok)))
                     next_chunk += 1
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                # A probing chunk may then wait long for `keys_ready`; its read answering ends the probe.
+                probe = asyncio.ensure_future(read_ok.wait()) if probing else None
+                done, _ = await asyncio.wait(tasks | ({probe} if probe else set()),
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if probe is not None:
+                    probe.cancel()
+                    done.discard(probe)
                 for t in done:
                     tasks.discard(t)
                     for item in t.result():
@@ -137,11 +145,11 @@ class AzureDevOpsClient:
             if note not in self.stats.notes:
                 self.stats.notes.append(note)
 
-    async def _chunk(self, chunk: list[str], resolver: _Resolver,
-                     counts: dict[str, int]) -> list[tuple[str, list[str]]]:
+    async def _chunk(self, chunk: list[str], resolver: _Resolver, counts: dict[str, int],
+                     read_ok: asyncio.Event) -> list[tuple[str, list[str]]]:
         if self._identities_refused is None:
             try:
-                result = await self._chunk_batched(chunk, resolver)
+                result = await self._chunk_batched(chunk, resolver, read_ok)
                 counts["batched"] += len(chunk)
                 return result
             except (AuthenticationError, PermissionDeniedError, NotFoundError) as exc:
@@ -156,8 +164,8 @@ class AzureDevOpsClient:
             except AzureDevOpsError as exc:
                 if exc.status in (400, 414) and len(chunk) > 1:  # URL or item count too large: halve
                     half = len(chunk) // 2
-                    return (await self._chunk(chunk[:half], resolver, counts)
-                            + await self._chunk(chunk[half:], resolver, counts))
+                    return (await self._chunk(chunk[:half], resolver, counts, read_ok)
+                            + await self._chunk(chunk[half:], resolver, counts, read_ok))
                 raise
         counts["per_group"] += len(chunk)
         return list(await asyncio.gather(*(self._per_group(g) for g in chunk)))
@@ -166,10 +174,13 @@ class AzureDevOpsClient:
         edges = await self.graph.list_memberships(group, direction="down")
         return group, [e["memberDescriptor"] for e in edges if e.get("memberDescriptor")]
 
-    async def _chunk_batched(self, chunk: list[str], resolver: _Resolver) -> list[tuple[str, list[str]]]:
+    async def _chunk_batched(self, chunk: list[str], resolver: _Resolver,
+                             read_ok: asyncio.Event) -> list[tuple[str, list[str]]]:
         resolver.reading += 1
         try:
-            identities = await self.identities.read_many(subject_descriptors=chunk, query_membership="Direct")
+            identities = await self.identities.read_many(subject_descriptors=chunk, query_membership="Direct",
+                                                         decoder=IDENTITY_MEMBERS_PAGE)
+            read_ok.set()
             await resolver.keys_complete()  # still counted as reading: nothing is flushed before the map
         except BaseException:
             resolver.reading -= 1

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pyarrow as pa
+
+from .arrow_pages import ENTITLEMENTS_PAGE, DecodedPage
 from .errors import AzureDevOpsError, TransientError
 from .paging import token_pages
 from .scopes import ENTITLEMENTS_READ, ENTITLEMENTS_WRITE
@@ -78,6 +82,84 @@ class EntitlementsService:
 
         async for page in token_pages(fetch, split, "GET userentitlements"):
             yield page
+
+    async def iter_user_entitlement_tables(self) -> AsyncIterator[pa.Table]:
+        """Every user entitlement once, as Arrow pages (arrow_pages.ENTITLEMENT_PATHS columns).
+
+        The bulk read of a full sync, and a long sequential chain (100 per page). It is read from
+        both ends at once, `$orderBy=name asc` and `name desc`, until the distinct entitlements
+        seen reach the list's `totalCount`: half the chain's length. A chain asks for its next
+        page only while the pages in flight cannot close the gap, so the request count stays at
+        the single chain's. Without a totalCount (or should the ends never meet, e.g. the list
+        changes meanwhile) the chains run on; either one reaching its end has listed everything.
+        Pages are decoded to Arrow in a worker thread.
+        """
+        seen: set[str] = set()
+        tokens: set[str] = set()
+
+        def fresh(page: DecodedPage) -> pa.Table:
+            keys = [k or d for k, d in zip(page.table.column("storage_key").to_pylist(),
+                                            page.table.column("descriptor").to_pylist(), strict=True)]
+            mask = [k is not None and k not in seen for k in keys]
+            seen.update(k for k in keys if k is not None)
+            return page.table if all(mask) else page.table.filter(pa.array(mask, pa.bool_()))
+
+        def next_token(page: DecodedPage) -> str | None:
+            token = page.scalars.get("continuationToken") or None
+            if token is not None:
+                if token in tokens:
+                    raise AzureDevOpsError("GET userentitlements: the server repeated a continuation token; "
+                                           "stopping", endpoint="GET userentitlements")
+                tokens.add(token)
+            return token
+
+        first = await self._entitlement_page("name asc", None)
+        yield fresh(first)
+        total = first.scalars.get("totalCount")
+        token = next_token(first)
+        if token is None:
+            return
+        # order -> [token, rows of its last page]; a chain whose token is None has ended.
+        chains: dict[str, list[Any]] = {"name asc": [token, first.table.num_rows], "name desc": [None, 0]}
+        flight: dict[asyncio.Future[DecodedPage], str] = {
+            asyncio.ensure_future(self._entitlement_page("name asc", token)): "name asc"}
+        if isinstance(total, int):
+            flight[asyncio.ensure_future(self._entitlement_page("name desc", None))] = "name desc"
+        try:
+            while flight:
+                done, _ = await asyncio.wait(flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    order = flight.pop(task)
+                    page = task.result()
+                    count = page.scalars.get("totalCount")
+                    if isinstance(total, int) and isinstance(count, int):
+                        total = max(total, count)
+                    yield fresh(page)
+                    chains[order] = [next_token(page), page.table.num_rows]
+                    if chains[order][0] is None:  # this chain listed everything
+                        return
+                if isinstance(total, int) and len(seen) >= total:
+                    return
+                expected = sum(chains[o][1] for o in flight.values())
+                for order, (tok, _rows) in chains.items():
+                    if tok is None or order in flight.values():
+                        continue
+                    if isinstance(total, int) and total - len(seen) <= expected:
+                        continue  # the pages in flight may close the gap: wait for them first
+                    flight[asyncio.ensure_future(self._entitlement_page(order, tok))] = order
+                    expected += chains[order][1]
+        finally:
+            for task in flight:
+                task.cancel()
+            await asyncio.gather(*flight, return_exceptions=True)
+
+    async def _entitlement_page(self, order: str, token: str | None) -> DecodedPage:
+        params: dict[str, Any] = {"api-version": ENTITLEMENTS_VERSION, "$orderBy": order}
+        if token:
+            params["continuationToken"] = token
+        reply = await self._r.request("GET", f"{self.base}/_apis/userentitlements", endpoint="GET userentitlements",
+                                      scope=ENTITLEMENTS_READ, params=params, decoder=ENTITLEMENTS_PAGE)
+        return reply.data
 
     async def find_user_entitlement(self, principal_name: str) -> dict | None:
         """The entitlement whose user has this principal name (or mail address), else None."""

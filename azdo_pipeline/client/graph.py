@@ -6,6 +6,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
+import pyarrow as pa
+
+from .arrow_pages import GRAPH_USERS_PAGE
 from .paging import token_pages
 from .scopes import GRAPH_MANAGE, GRAPH_READ
 from .transport import Requester
@@ -41,6 +44,21 @@ class GraphService:
     def iter_users(self, subject_types: list[str] | None = None) -> AsyncIterator[list[dict]]:
         params = {"subjectTypes": ",".join(subject_types)} if subject_types else {}
         return self._list("users", "GET graph/users", params)
+
+    async def iter_user_tables(self) -> AsyncIterator[pa.Table]:
+        """Graph users as Arrow pages (arrow_pages.GRAPH_USER_PATHS columns), decoded off the loop."""
+        async def fetch(token: str | None) -> Any:
+            q: dict[str, Any] = {"api-version": GRAPH_VERSION}
+            if token:
+                q["continuationToken"] = token
+            return await self._r.request("GET", f"{self.base}/_apis/graph/users", endpoint="GET graph/users",
+                                         scope=GRAPH_READ, params=q, decoder=GRAPH_USERS_PAGE)
+
+        def split(reply: Any) -> tuple[Any, str | None]:
+            return reply.data.table, reply.headers.get("x-ms-continuationtoken") or None
+
+        async for table in token_pages(fetch, split, "GET graph/users"):
+            yield table
 
     def iter_groups(self, scope_descriptor: str | None = None,
                     subject_types: list[str] | None = None) -> AsyncIterator[list[dict]]:

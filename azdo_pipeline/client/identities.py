@@ -11,6 +11,7 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
+from .arrow_pages import DecodedPage, PageDecoder
 from .errors import AzureDevOpsError, NotFoundError
 from .scopes import IDENTITY_READ
 from .transport import Requester
@@ -32,8 +33,12 @@ class IdentitiesService:
     async def read(self, *, identity_ids: list[str] | None = None,
                    subject_descriptors: list[str] | None = None,
                    descriptors: list[str] | None = None,
-                   query_membership: str = "None") -> list[dict | None]:
-        """One GET identities call for the given keys (exactly one kind); unknown keys give None."""
+                   query_membership: str = "None", decoder: PageDecoder | None = None) -> list[dict | None]:
+        """One GET identities call for the given keys (exactly one kind); unknown keys give None.
+
+        With `decoder` (e.g. arrow_pages.IDENTITY_MEMBERS_PAGE) each identity is a dict of only
+        the decoder's fields, decoded off the event loop.
+        """
         if query_membership not in QUERY_MEMBERSHIP:
             raise ValueError(f"query_membership must be one of {QUERY_MEMBERSHIP}")
         given = [(k, v) for k, v in (("identityIds", identity_ids), ("subjectDescriptors", subject_descriptors),
@@ -44,13 +49,14 @@ class IdentitiesService:
         params: dict[str, Any] = {key: ",".join(values), "queryMembership": query_membership,
                                   "api-version": IDENTITIES_VERSION}
         reply = await self._r.request("GET", f"{self.base}/_apis/identities",
-                                      endpoint=f"GET identities?{key}", scope=IDENTITY_READ, params=params)
+                                      endpoint=f"GET identities?{key}", scope=IDENTITY_READ, params=params,
+                                      decoder=decoder)
         return _values(reply.data)
 
     async def read_batch(self, *, identity_ids: list[str] | None = None,
                          subject_descriptors: list[str] | None = None,
-                         query_membership: str = "None") -> list[dict | None]:
-        """POST identitybatch (IdentityBatchInfo body; a read, so safe to retry)."""
+                         query_membership: str = "None", decoder: PageDecoder | None = None) -> list[dict | None]:
+        """POST identitybatch (IdentityBatchInfo body; a read, so safe to retry); `decoder` as in read()."""
         body: dict[str, Any] = {"queryMembership": query_membership}
         if identity_ids:
             body["identityIds"] = identity_ids
@@ -60,12 +66,12 @@ class IdentitiesService:
         reply = await self._r.request("POST", f"{self.base}/_apis/identitybatch",
                                       endpoint=f"POST identitybatch {kind}", scope=IDENTITY_READ,
                                       params={"api-version": IDENTITIES_VERSION}, json_body=body,
-                                      idempotent=True)
+                                      idempotent=True, decoder=decoder)
         return _values(reply.data)
 
     async def read_many(self, *, identity_ids: list[str] | None = None,
                         subject_descriptors: list[str] | None = None,
-                        query_membership: str = "None") -> list[dict]:
+                        query_membership: str = "None", decoder: PageDecoder | None = None) -> list[dict]:
         """Identities for any number of keys in as few requests as the service allows (nulls dropped)."""
         keys = list(identity_ids or subject_descriptors or [])
         kind = "identity_ids" if identity_ids else "subject_descriptors"
@@ -75,7 +81,8 @@ class IdentitiesService:
             if self.batch_available is not False:
                 chunk = keys[i:i + self.batch_size]
                 try:
-                    found = await self.read_batch(**{kind: chunk}, query_membership=query_membership)
+                    found = await self.read_batch(**{kind: chunk}, query_membership=query_membership,
+                                                  decoder=decoder)
                     self.batch_available = True
                     out.extend(x for x in found if isinstance(x, dict))
                     i += len(chunk)
@@ -97,13 +104,15 @@ class IdentitiesService:
                         raise
                     self.batch_available = False
             chunk = _pack(keys, i, 50)
-            found = await self.read(**{kind: chunk}, query_membership=query_membership)
+            found = await self.read(**{kind: chunk}, query_membership=query_membership, decoder=decoder)
             out.extend(x for x in found if isinstance(x, dict))
             i += len(chunk)
         return out
 
 
 def _values(data: Any) -> list[dict | None]:
+    if isinstance(data, DecodedPage):  # only the decoder's fields; a null identity has all of them null
+        return [row if any(v is not None for v in row.values()) else None for row in data.table.to_pylist()]
     if isinstance(data, dict):
         data = data.get("value")
     return list(data or [])

@@ -15,11 +15,12 @@ from typing import TypeVar
 from .errors import AzureDevOpsError
 
 R = TypeVar("R")
+P = TypeVar("P")  # a page: a list of dicts, or an Arrow table
 
 
 async def token_pages(fetch: Callable[[str | None], Awaitable[R]],
-                      split: Callable[[R], tuple[list[dict], str | None]],
-                      endpoint: str) -> AsyncIterator[list[dict]]:
+                      split: Callable[[R], tuple[P, str | None]],
+                      endpoint: str) -> AsyncIterator[P]:
     """Pages of a token-paged list; stops only when a reply carries no token.
 
     fetch(token) sends one request (None for the first page); split(reply) gives the page's items

@@ -9,8 +9,9 @@ previous snapshot untouched and nothing half-written.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,9 @@ import pyarrow as pa
 
 from .. import schemas
 from ..store import Store, TableWriter
-from . import rows
+from . import columns, rows
+
+log = logging.getLogger("azdo_pipeline.sync")
 
 RESERVED_FOR_CHAINS = 2  # request slots kept free of the team fan-out for the sequential page chains
 
@@ -80,6 +83,7 @@ class SyncReport:
     throttled: int = 0
     duration_s: float = 0.0
     skipped_subjects: dict[str, int] = field(default_factory=dict)
+    stream_seconds: dict[str, float] = field(default_factory=dict)  # when each read finished (the critical path)
 
 
 async def full_sync(client: SyncClient, store: Store, org: str, snapshot: str,
@@ -123,17 +127,11 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
     teams: list[tuple[str, str]] = []  # (project id, team id)
 
     async def read_entitlements() -> None:
-        async for page in client.entitlements.iter_user_entitlements():
-            batch = []
-            for ent in page:
-                user = ent.get("user") or {}
-                d = user.get("descriptor")
-                if d:
-                    batch.append({"descriptor": d, **rows.entitlement_fields(ent)})
-                    if ent.get("id"):
-                        storage_keys[ent["id"]] = d
-            if batch:
-                ent_batches.append(pa.RecordBatch.from_pylist(batch, schema=_ENTITLEMENT_PART))
+        async for page in client.entitlements.iter_user_entitlement_tables():
+            batch = columns.entitlement_batch(page, _ENTITLEMENT_PART)
+            storage_keys.update(zip(batch.column("storage_key").to_pylist(), batch.column("descriptor").to_pylist(),
+                                    strict=True))
+            ent_batches.extend(batch.to_batches())
 
     async def read_teams() -> None:
         # Teams are always listed (cheap: 100 per page) because groups need the is_team flag.
@@ -168,19 +166,12 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
 
     async def read_users() -> None:
         skipped: dict[str, int] = {}
-        async for page in client.graph.iter_users():
-            users, svcs = [], []
-            for u in page:
-                t = rows.subject_type(u["descriptor"])
-                if t in rows.USER_TYPES:
-                    users.append(rows.user_row(u, None))
-                elif t in rows.SERVICE_ACCOUNT_TYPES:
-                    svcs.append(rows.service_account_row(u))
-                else:  # acs, s2s, bnd, …: system identities, not accounts people hold
-                    skipped[t] = skipped.get(t, 0) + 1
-            if users:
-                user_batches.append(pa.RecordBatch.from_pylist(users, schema=_USER_PART))
-            w["service_accounts"].write_rows(svcs)
+        async for page in client.graph.iter_user_tables():
+            users, svcs, other = columns.split_graph_users(page, _USER_PART, schemas.SERVICE_ACCOUNTS)
+            for t, n in other.items():
+                skipped[t] = skipped.get(t, 0) + n
+            user_batches.extend(users.to_batches())
+            w["service_accounts"].write_table(svcs)
         report.skipped_subjects = skipped
         await ents_done
         w["users"].write_table(join_users(user_batches, ent_batches))
@@ -225,11 +216,19 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
 
         await asyncio.gather(*(one(p, t) for p, t in teams))
 
-    ents_done = asyncio.ensure_future(read_entitlements())
-    teams_done = asyncio.ensure_future(read_teams())
-    groups_done = asyncio.ensure_future(read_groups())
-    others = [read_service_principals(), read_projects(), read_organizations(), read_users(),
-              read_memberships(), read_team_members()]
+    started = time.monotonic()
+
+    async def timed(name: str, stream: Awaitable[None]) -> None:
+        await stream
+        report.stream_seconds[name] = round(time.monotonic() - started, 3)
+        log.debug("sync stream %s done after %.2fs", name, report.stream_seconds[name])
+
+    ents_done = asyncio.ensure_future(timed("entitlements", read_entitlements()))
+    teams_done = asyncio.ensure_future(timed("teams", read_teams()))
+    groups_done = asyncio.ensure_future(timed("groups", read_groups()))
+    others = [timed("service_principals", read_service_principals()), timed("projects", read_projects()),
+              timed("organizations", read_organizations()), timed("users", read_users()),
+              timed("memberships", read_memberships()), timed("team_members", read_team_members())]
     tasks = [ents_done, teams_done, groups_done, *(asyncio.ensure_future(c) for c in others)]
     try:
         await asyncio.gather(*tasks)

@@ -67,11 +67,11 @@ def test_tables_off_by_setting_are_reported_disabled(tmp_path) -> None:
                 yield []
 
     class Client:
-        graph = type("G", (), {"iter_users": Empty()._none, "iter_groups": Empty()._none,
+        graph = type("G", (), {"iter_user_tables": Empty()._none, "iter_groups": Empty()._none,
                                "iter_service_principals": Empty()._none})()
         core = type("C", (), {"iter_teams": Empty()._none, "iter_projects": Empty()._none,
                               "iter_team_members": Empty()._none})()
-        entitlements = type("E", (), {"iter_user_entitlements": Empty()._none})()
+        entitlements = type("E", (), {"iter_user_entitlement_tables": Empty()._none})()
         accounts = None
         stats = None
 
