@@ -2,6 +2,7 @@
 
     python benchmarks/full_sync.py --size large            # no added latency, then 50-150 ms
     python benchmarks/full_sync.py --size medium --latency 0
+    python benchmarks/full_sync.py --size large --latency 0 --repeat 5   # medians of 5 rounds
 
 The simulator runs in its own process (so its memory is not counted); each sync runs in a fresh
 process and reports its own peak RSS. Printed per setting: requests by endpoint, the minimum the
@@ -21,6 +22,7 @@ import math
 import multiprocessing as mp
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -144,6 +146,8 @@ def main() -> int:
                     help="also read team members (one request per team, for the admin flag); off by default "
                          "as in the product")
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds per setting (ours, then naive, each round); prints the medians")
     args = ap.parse_args()
     settings = [(0, 0), (50, 150)] if args.latency == "both" else [
         tuple(int(x) for x in args.latency.split("-")) if "-" in args.latency else (0, 0)]
@@ -167,27 +171,45 @@ def main() -> int:
             admin.put("/_sim/faults", json={"latency_ms": [lo, hi], "seed": 1}).raise_for_status()
             label = "no added latency" if hi == 0 else f"{lo}-{hi} ms added per request"
             print(f"\n=== {label} ===")
-            s0 = _cpu_seconds(server.pid)
-            ours = _child(run_sync, info, info["full"], args.concurrency, args.sync_teams)
-            s1 = _cpu_seconds(server.pid)
-            print(f"ours : {ours['wall']:8.2f}s  {ours['requests']:6d} requests "
-                  f"({ours['requests'] / min_total:.3f}x minimum)  peak RSS {ours['peak_rss_mb']:.0f} MiB  "
-                  f"CPU: client {ours['cpu']:.2f}s, simulator {s1 - s0:.2f}s")
-            for k, v in sorted(ours["by_endpoint"].items(), key=lambda kv: -kv[1]):
-                print(f"  {v:7d}  {k}")
-            print("  rows: " + ", ".join(f"{k}={v}" for k, v in ours["rows"].items()))
-            print("  streams done at (s): " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                                         sorted(ours["streams"].items(), key=lambda kv: kv[1])))
-            if args.skip_naive:
-                continue
-            s0 = _cpu_seconds(server.pid)
-            naive = _child(run_sync, info, info["naive"], 1, args.sync_teams)
-            s1 = _cpu_seconds(server.pid)
-            print(f"naive: {naive['wall']:8.2f}s  {naive['requests']:6d} requests  "
-                  f"peak RSS {naive['peak_rss_mb']:.0f} MiB  CPU: client {naive['cpu']:.2f}s, simulator {s1 - s0:.2f}s")
-            same = naive["rows"] == ours["rows"]
-            print(f"ratio: ours is {naive['wall'] / ours['wall']:.1f}x faster with "
-                  f"{naive['requests'] / ours['requests']:.1f}x fewer requests (same rows: {same})")
+            ours_walls: list[float] = []
+            naive_walls: list[float] = []
+            for round_ in range(1, args.repeat + 1):
+                # Ours then naive in each round, so a slow spell of the machine hits both.
+                s0 = _cpu_seconds(server.pid)
+                ours = _child(run_sync, info, info["full"], args.concurrency, args.sync_teams)
+                s1 = _cpu_seconds(server.pid)
+                ours_walls.append(ours["wall"])
+                tag = f"[{round_}/{args.repeat}] " if args.repeat > 1 else ""
+                print(f"{tag}ours : {ours['wall']:8.2f}s  {ours['requests']:6d} requests "
+                      f"({ours['requests'] / min_total:.3f}x minimum)  peak RSS {ours['peak_rss_mb']:.0f} MiB  "
+                      f"CPU: client {ours['cpu']:.2f}s, simulator {s1 - s0:.2f}s")
+                if round_ == 1:
+                    for k, v in sorted(ours["by_endpoint"].items(), key=lambda kv: -kv[1]):
+                        print(f"  {v:7d}  {k}")
+                    print("  rows: " + ", ".join(f"{k}={v}" for k, v in ours["rows"].items()))
+                print("  streams done at (s): " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                             sorted(ours["streams"].items(), key=lambda kv: kv[1])))
+                if args.skip_naive:
+                    continue
+                s0 = _cpu_seconds(server.pid)
+                naive = _child(run_sync, info, info["naive"], 1, args.sync_teams)
+                s1 = _cpu_seconds(server.pid)
+                naive_walls.append(naive["wall"])
+                print(f"{tag}naive: {naive['wall']:8.2f}s  {naive['requests']:6d} requests  "
+                      f"peak RSS {naive['peak_rss_mb']:.0f} MiB  CPU: client {naive['cpu']:.2f}s, "
+                      f"simulator {s1 - s0:.2f}s")
+                same = naive["rows"] == ours["rows"]
+                print(f"{tag}ratio: ours is {naive['wall'] / ours['wall']:.1f}x faster with "
+                      f"{naive['requests'] / ours['requests']:.1f}x fewer requests (same rows: {same})")
+            if args.repeat > 1:
+                mo = statistics.median(ours_walls)
+                line = f"median of {args.repeat}: ours {mo:.2f}s"
+                if naive_walls:
+                    mn = statistics.median(naive_walls)
+                    ratios = [n / o for n, o in zip(naive_walls, ours_walls, strict=True)]
+                    line += (f", naive {mn:.2f}s -> ours is {mn / mo:.1f}x faster "
+                             f"(per round {min(ratios):.1f}x-{max(ratios):.1f}x)")
+                print(line)
     finally:
         stop.set()
         server.join(timeout=30)

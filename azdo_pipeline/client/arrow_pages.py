@@ -89,7 +89,7 @@ def _dig(item: Any, path: Sequence[str], as_list: bool) -> Any:
     if item is None:
         return None
     if as_list:
-        return [v if isinstance(v, str) else str(v) for v in item] if isinstance(item, list) else None
+        return [v if isinstance(v, str) or v is None else str(v) for v in item] if isinstance(item, list) else None
     return item if isinstance(item, str) else str(item)
 
 
@@ -97,6 +97,15 @@ def _from_python(items: list[Any], paths: Paths, leaf_types: Mapping[str, pa.Dat
     """The slow path: the same flat table from already decoded items."""
     cols = {name: [_dig(it, path, name in leaf_types) for it in items] for name, path in paths.items()}
     return pa.Table.from_pydict(cols, schema=_flat_schema(paths, leaf_types))
+
+
+def _scalar(value: Any, type_: pa.DataType) -> Any:
+    """A top-level value as the Arrow path types it (string or integer), else None."""
+    if value is None:
+        return None
+    if pa.types.is_integer(type_):
+        return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return value if isinstance(value, str) else str(value)
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,10 @@ class PageDecoder:
     leaf_types: Mapping[str, pa.DataType] = field(default_factory=dict)  # non-string leaves (only STRINGS)
 
     def __call__(self, body: bytes) -> DecodedPage:
+        # Only a JSON object goes to Arrow: pyarrow's reader crashes the process on a bare `null`
+        # (apache/arrow#47409); anything else is no page and the fallback says so.
+        if body.lstrip()[:1] != b"{":
+            return self._python(body)
         try:
             return self._arrow(body)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -132,6 +145,7 @@ class PageDecoder:
                 items = col.flatten()
                 break
         flat = _extract(items if items is not None else pa.array([], type=item), self.paths, self.leaf_types)
+        flat.validate(full=True)  # Arrow's reader does not check UTF-8; a damaged byte must not pass
         return DecodedPage(flat, {k: table.column(k)[0].as_py() for k in self.scalars})
 
     def _python(self, body: bytes) -> DecodedPage:
@@ -146,7 +160,7 @@ class PageDecoder:
             if isinstance(data.get(key), list):
                 items = data[key]
                 break
-        scalars = {k: data.get(k) for k in self.scalars}
+        scalars = {k: _scalar(data.get(k), t) for k, t in self.scalars.items()}
         return DecodedPage(_from_python(items, self.paths, self.leaf_types), scalars)
 
 

@@ -80,7 +80,8 @@ class AzureDevOpsClient:
     # ---- memberships ------------------------------------------------------------------
     async def memberships(self, group_descriptors: list[str], *, storage_keys: dict[str, str] | None = None,
                           keys_ready: Awaitable[Any] | None = None,
-                          chunk_size: int | None = None) -> AsyncIterator[tuple[str, list[str]]]:
+                          chunk_size: int | None = None,
+                          max_in_flight: int | None = None) -> AsyncIterator[tuple[str, list[str]]]:
         """(group descriptor, direct member subject descriptors) for every group, streamed.
 
         Batched: `POST identitybatch {subjectDescriptors: <chunk>, queryMembership: Direct}` (or
@@ -101,7 +102,8 @@ class AzureDevOpsClient:
             resolver.later(storage_keys, keys_ready)
         counts = {"batched": 0, "per_group": 0}
         chunks = [groups[i:i + size] for i in range(0, len(groups), size)]
-        window = max(1, self.settings.max_concurrency)
+        # Chunks read at once: all request slots unless the caller keeps some for other reads.
+        window = max(1, min(self.settings.max_concurrency, max_in_flight or self.settings.max_concurrency))
         tasks: set[asyncio.Task[list[tuple[str, list[str]]]]] = set()
         next_chunk = 0
         read_ok = asyncio.Event()  # a batched read answered: the other chunks may start

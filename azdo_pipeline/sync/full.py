@@ -25,7 +25,9 @@ from . import columns, rows
 
 log = logging.getLogger("azdo_pipeline.sync")
 
-RESERVED_FOR_CHAINS = 2  # request slots kept free of the team fan-out for the sequential page chains
+# Request slots kept free of the fan-outs (membership chunks, team members) for the sequential page
+# chains on the critical path: entitlements (read from both ends) and Graph users.
+RESERVED_FOR_CHAINS = 3
 
 
 _ENTITLEMENT_COLUMNS = ("storage_key", "license", "licensing_source", "msdn_license_type", "license_display_name",
@@ -56,7 +58,8 @@ class SyncClient(Protocol):
     stats: Any
 
     def memberships(self, group_descriptors: list[str], *, storage_keys: dict[str, str] | None = None,
-                    keys_ready: Any = None) -> AsyncIterator[tuple[str, list[str]]]: ...
+                    keys_ready: Any = None,
+                    max_in_flight: int | None = None) -> AsyncIterator[tuple[str, list[str]]]: ...
 
 
 @dataclass(frozen=True)
@@ -192,8 +195,10 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
             containers.clear()
             members_col.clear()
 
+        slots = int(getattr(getattr(client, "settings", None), "max_concurrency", 8))
         async for container, members in client.memberships(group_descriptors, storage_keys=storage_keys,
-                                                            keys_ready=ents_done):
+                                                            keys_ready=ents_done,
+                                                            max_in_flight=max(1, slots - RESERVED_FOR_CHAINS)):
             containers.extend([container] * len(members))
             members_col.extend(members)
             if len(members_col) >= 50_000:

@@ -343,10 +343,6 @@ def test_invalid_utf8_is_refused_by_the_fallback() -> None:
             decoder._python(body)
 
 
-@pytest.mark.xfail(strict=True, reason="Arrow's JSON reader does not validate UTF-8: a body with a damaged byte "
-                   "in a decoded string field is returned as a table holding an invalid string array (fails "
-                   "validate(full=True), UnicodeDecodeError on to_pylist) instead of raising ValueError, so the "
-                   "transport does not retry it as a damaged read")
 @pytest.mark.parametrize("case", list(BAD_UTF8))
 def test_invalid_utf8_in_a_decoded_field_raises_value_error(case: str) -> None:
     decoder, body = BAD_UTF8[case]
@@ -363,17 +359,12 @@ except ValueError:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="pyarrow.json.read_json segfaults on a top-level JSON `null` "
-                   "(apache/arrow#47409): the decoder hands any 2xx body to Arrow, so a `null` body kills "
-                   "the process instead of raising ValueError")
 def test_null_body_raises_value_error_instead_of_crashing() -> None:
     # In a child process: in this one the crash would take pytest down with it.
     proc = subprocess.run([sys.executable, "-c", _NULL_BODY_SCRIPT], capture_output=True, text=True, timeout=120)
     assert (proc.returncode, proc.stdout.strip()) == (0, "ValueError")
 
 
-@pytest.mark.xfail(strict=True, reason="arrow_pages._dig turns a null element of a list leaf (memberIds) into "
-                   "the string 'None' on the fallback path, where the Arrow path keeps it null")
 def test_null_member_id_is_null_in_both_paths() -> None:
     body = orjson.dumps({"count": 1, "value": [_identity(1, ["a", None])]})
     assert IDENTITY_MEMBERS_PAGE._arrow(body).table.column("memberIds").to_pylist() == [["a", None]]
