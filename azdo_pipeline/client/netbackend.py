@@ -53,9 +53,12 @@ class AsyncioStream(AsyncNetworkStream):
                 await self._writer.drain()
 
     async def aclose(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError, asyncio.CancelledError, TimeoutError):
-            async with asyncio.timeout(1.0):  # do not hang on a TLS close_notify that never comes
+        # Abort rather than close: a graceful TLS close waits for the peer's close_notify, which an
+        # unresponsive host never sends (and after a failed handshake nothing ever ends the wait).
+        # HTTP/1.1 frames every message, so nothing is lost; httpcore's anyio backend does not wait either.
+        self._writer.transport.abort()
+        with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+            async with asyncio.timeout(0.1):
                 await self._writer.wait_closed()
 
     async def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
@@ -81,8 +84,10 @@ class AsyncioStream(AsyncNetworkStream):
         if info == "is_readable":
             # The pool asks before reusing an idle connection. The event loop reads the socket as
             # data comes, so a server's close shows here as EOF, an error or a closing transport.
+            # Unread bytes count too (e.g. a 408 the server sent before closing): the connection is
+            # then not reusable. StreamReader has no public view of its buffer.
             return (self._reader.at_eof() or self._reader.exception() is not None
-                    or self._writer.transport.is_closing())
+                    or self._writer.transport.is_closing() or bool(getattr(self._reader, "_buffer", b"")))
         return None
 
 

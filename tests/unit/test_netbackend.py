@@ -560,11 +560,6 @@ def test_connection_closed_by_server_while_idle_is_not_reused(tls: Tls, use_tls:
     run(go())
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "AsyncioStream.get_extra_info('is_readable') is False while bytes the server sent on an idle "
-    "connection sit unread in the StreamReader buffer (it only checks EOF, an error or a closing "
-    "transport); httpcore treats an idle connection with anything readable as dead, so the connection "
-    "is reused and the stray bytes are returned as the answer to the next request (anyio backend: 200)"))
 def test_bytes_sent_on_an_idle_connection_are_not_taken_as_the_next_answer(tls: Tls) -> None:
     async def go() -> None:
         async def then_408(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
@@ -731,17 +726,10 @@ def test_frozen_peer_gives_read_timeout(frozen_read_timeout: Outcome) -> None:
     assert frozen_read_timeout.raised is httpx.ReadTimeout
 
 
-# ==== known defects (xfail strict: they pass once netbackend.py is fixed) ===========================
-CLOSE_WAIT = ("AsyncioStream.aclose() closes the writer and then awaits wait_closed() for up to 1 s; "
-              "on a TLS connection that wait lasts until the peer answers close_notify (asyncio's SSL "
-              "shutdown), and after a failed or cancelled start_tls the StreamReaderProtocol is never told "
-              "the connection is lost, so wait_closed() never finishes. The 1 s then passes in full, and on "
-              "timeout the transport is not aborted: ")
+# ==== regressions: unresponsive peers and bytes on idle connections ===============================
+# Before the fix aclose() waited up to 1 s for a TLS close_notify that a frozen peer never sends.
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CLOSE_WAIT + (
-    "httpcore closes pooled connections one after another, so a client's aclose() takes ~1 s per "
-    "connection to a peer that stopped responding, and the sockets stay open after it returns"))
 def test_aclose_is_prompt_and_closes_sockets_when_the_peer_is_frozen(tls: Tls) -> None:
     async def go() -> tuple[float, list[int]]:
         with FrozenPeer(tls, answer=True) as peer:
@@ -764,17 +752,12 @@ def test_aclose_is_prompt_and_closes_sockets_when_the_peer_is_frozen(tls: Tls) -
     assert filenos == [-1, -1, -1], "sockets still open after aclose()"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CLOSE_WAIT + (
-    "a read timeout against a peer that stopped responding surfaces ~1 s after the configured timeout "
-    "(httpcore closes the connection before raising)"))
 def test_read_timeout_surfaces_on_time_when_the_peer_is_frozen(frozen_read_timeout: Outcome) -> None:
     assert frozen_read_timeout.raised is httpx.ReadTimeout
     assert frozen_read_timeout.elapsed < 0.7, \
         f"ReadTimeout(read=0.2) surfaced after {frozen_read_timeout.elapsed:.2f} s"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=CLOSE_WAIT + (
-    "a TLS handshake timeout (connect=0.2) surfaces as ConnectTimeout only after ~1.2 s"))
 def test_tls_handshake_timeout_surfaces_on_time(handshake_timeout: Outcome) -> None:
     assert handshake_timeout.raised is httpx.ConnectTimeout
     assert handshake_timeout.elapsed < 0.7, \
