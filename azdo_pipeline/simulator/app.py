@@ -52,13 +52,14 @@ VOCABULARY = frozenset({
     "projects", "teams", "members", "userentitlements", "serviceprincipalentitlements", "audit",
     "auditlog", "actions", "resourceareas", "accounts", "connectiondata", "profile", "profiles",
     "graphprofile", "memberavatars", "groupentitlements", "memberentitlements", "subjects",
+    "accesscontrollists",
 })
 # Keywords followed by a value (id, descriptor, name): the next segment is never lowercased.
 _TAKES_VALUE = frozenset({
     "users", "groups", "serviceprincipals", "memberships", "membershipstates", "descriptors",
     "storagekeys", "identities", "projects", "teams", "userentitlements", "serviceprincipalentitlements",
     "resourceareas", "accounts", "profiles", "memberavatars", "groupentitlements", "memberentitlements",
-    "subjects",
+    "subjects", "accesscontrollists",
 })
 _SERVICE_PREFIXES = frozenset({"vssps", "vsaex", "auditservice", "app.vssps", "_sim"})
 
@@ -589,13 +590,14 @@ def _route_infos() -> list[RouteInfo]:
         routes_entitlements,
         routes_graph,
         routes_identities,
+        routes_security,
     )
 
     infos: list[RouteInfo] = []
     for module, kind in ((admin, "admin"), (discovery, "ado"), (entra, "entra"), (msgraph, "msgraph"),
                          (routes_graph, "ado"), (routes_identities, "ado"), (routes_core, "ado"),
                          (routes_entitlements, "ado"), (routes_audit, "ado"),
-                         (routes_accounts, "ado")):
+                         (routes_accounts, "ado"), (routes_security, "ado")):
         infos.extend(RouteInfo(r, kind) for r in module.ROUTES)
     return infos
 

@@ -123,6 +123,11 @@ LOCATIONS: tuple[Location, ...] = (
              "_apis/projects/p/teams/t/members", 2, True),
     Location("7a4d9ee9-3433-4347-b47a-7a80f1cf307e", "core", "teams", "_apis/{resource}", "core",
              "_apis/teams", 3),
+    # Security (org host; the area has no resource-area id): SecurityResourceIds.SecurityAccessControlLists,
+    # the id the SDKs send (azure-devops-python-api v7_1 security_client.query_access_control_lists)
+    Location("18a2ad18-7571-46ae-bec7-0c7da1495885", "Security", "AccessControlLists",
+             "_apis/{resource}/{securityNamespaceId}", "core",
+             "_apis/accesscontrollists/5a27515b-ccd7-42c9-84f1-54c998f03866", 1, True),
     # Graph (vssps)
     Location("005e26ec-6b77-4e4f-a986-b3827bf241f5", "Graph", "Users", "_apis/{area}/{resource}/{userDescriptor}",
              "vssps", "_apis/graph/users"),

@@ -48,11 +48,12 @@ def _served() -> list[tuple[str, str, str]]:
         routes_entitlements,
         routes_graph,
         routes_identities,
+        routes_security,
     )
 
     out = []
     for module in (routes_graph, routes_identities, routes_core, routes_entitlements, routes_audit,
-                   routes_accounts, discovery):
+                   routes_accounts, routes_security, discovery):
         for r in module.ROUTES:
             if isinstance(r, Route):
                 methods = set(r.methods or ()) - {"HEAD"} if r.methods != {"GET", "HEAD"} else {"GET"}
