@@ -119,13 +119,16 @@ TEAMS = table_schema(
 )
 
 TEAM_MEMBERS = table_schema(
-    "Direct members of each team, with the team-administrator flag (when `sync_teams` is on).",
+    "Direct members and administrators of each team (when `sync_teams` is on). An administrator "
+    "need not be a member: such a row has `is_member` false. Administrators who are not members are "
+    "only visible when the credential may read security ACLs (Security (Manage)).",
     ["team_id", "member_descriptor"],
     col("team_id", pa.string(), "Team id.", nullable=False),
-    col("member_descriptor", pa.string(), "Member's subject descriptor.", nullable=False),
+    col("member_descriptor", pa.string(), "Member's (or administrator's) subject descriptor.", nullable=False),
     col("member_storage_key", pa.string(), "Member's identity id."),
     col("display_name", pa.string(), "Member's display name."),
     col("is_team_admin", pa.bool_(), "True for team administrators.", nullable=False),
+    col("is_member", pa.bool_(), "True for direct members of the team (its backing group).", nullable=False),
 )
 
 ORGANIZATIONS = table_schema(

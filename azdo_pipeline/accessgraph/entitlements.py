@@ -174,7 +174,8 @@ def build_catalogue(ix: GraphIndex) -> Catalogue:
     admin = ok & tm["is_team_admin"].fill_null(False).to_numpy(zero_copy_only=False)
     held_e.append(team_admin[t_row[admin]])
     held_p.append(m_code[admin])
-    orphan = ok & ~has_group[np.maximum(t_row, 0)] if n_team else ok
+    member = ok & tm["is_member"].fill_null(True).to_numpy(zero_copy_only=False)  # null: before the column
+    orphan = member & ~has_group[np.maximum(t_row, 0)] if n_team else member
     held_e.append(team_member[t_row[orphan]])
     held_p.append(m_code[orphan])
     from .resources import license_levels

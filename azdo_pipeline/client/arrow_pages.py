@@ -178,3 +178,7 @@ GRAPH_USERS_PAGE = PageDecoder(GRAPH_USER_PATHS, ("value",))
 # (a group's answer also carries every member's legacy descriptor and the identity properties).
 IDENTITY_MEMBERS_PAGE = PageDecoder({"id": ("id",), "subjectDescriptor": ("subjectDescriptor",),
                                      "memberIds": ("memberIds",)}, ("value",), leaf_types={"memberIds": STRINGS})
+# identities read to name them: storage key, both descriptors, display name.
+IDENTITY_REFS_PAGE = PageDecoder({"id": ("id",), "descriptor": ("descriptor",),
+                                  "subjectDescriptor": ("subjectDescriptor",),
+                                  "providerDisplayName": ("providerDisplayName",)}, ("value",))

@@ -19,6 +19,7 @@ from .entitlements import EntitlementsService
 from .errors import AuthenticationError, AzureDevOpsError, NotFoundError, PermissionDeniedError
 from .graph import GraphService
 from .identities import IdentitiesService
+from .security import SecurityService
 from .transport import ClientSettings, Clock, Credential, Requester, RequestStats
 
 log = logging.getLogger("azdo_pipeline.client")
@@ -44,6 +45,10 @@ class AzureDevOpsClient:
         self.entitlements = EntitlementsService(requester, urls.entitlements)
         self.audit = AuditService(requester, urls.audit)
         self.accounts = AccountsService(requester, urls.accounts, urls.org_url)
+        self.security = SecurityService(requester, urls.core)
+        # storage key (lower case) -> subject descriptor of every member the last memberships()
+        # read resolved (users, groups, service accounts and principals alike)
+        self.member_keys: dict[str, str] = {}
         self._identities_refused: str | None = None  # why batched membership reads are unavailable
         self._key_lock = asyncio.Lock()
 
@@ -95,6 +100,7 @@ class AzureDevOpsClient:
         size = max(1, chunk_size or self.settings.membership_chunk_size)
         groups = list(dict.fromkeys(group_descriptors))
         known = {k.lower(): v for k, v in (storage_keys or {}).items()}
+        self.member_keys = known
         resolver = _Resolver(self.identities, known, max(1, self.settings.identity_chunk_size))
         if keys_ready is not None and storage_keys is not None:
             # The caller is still filling `storage_keys` (e.g. from the entitlement pages): read the
@@ -282,6 +288,13 @@ class _Resolver:
             await asyncio.gather(*waits)
 
     def flush(self) -> None:
+        # Keys another chunk's group read has taught us meanwhile need no look-up.
+        if any(k in self.known for k in self._queue):
+            for k in [k for k in self._queue if k in self.known]:
+                f = self._futures.pop(k, None)
+                if f is not None and not f.done():
+                    f.set_result(None)
+            self._queue = [k for k in self._queue if k not in self.known]
         while len(self._queue) >= self.batch or (self._queue and self.reading == 0):
             batch, self._queue = self._queue[:self.batch], self._queue[self.batch:]
             job = asyncio.ensure_future(self._fetch(batch))

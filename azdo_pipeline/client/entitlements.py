@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -53,6 +54,30 @@ def _ops_errors(body: dict) -> list[dict[str, Any]]:
     return out
 
 
+@dataclass
+class _End:
+    """One end of a two-ended list read."""
+
+    order: str
+    token: str | None = None
+    started: bool = False
+    done: bool = False
+    rows: int = 0  # rows of its last page: what its next page is expected to bring
+    keys: set[str] = field(default_factory=set)
+    tokens: set[str] = field(default_factory=set)
+
+    def advance(self, page: DecodedPage) -> None:
+        self.started = True
+        self.rows = page.table.num_rows
+        token = page.scalars.get("continuationToken") or None
+        if token is not None:
+            if token in self.tokens:
+                raise AzureDevOpsError("GET userentitlements: the server repeated a continuation token; stopping",
+                                       endpoint="GET userentitlements")
+            self.tokens.add(token)
+        self.token = token
+
+
 class EntitlementsService:
     def __init__(self, requester: Requester, base: str) -> None:
         self._r = requester
@@ -87,67 +112,73 @@ class EntitlementsService:
         """Every user entitlement once, as Arrow pages (arrow_pages.ENTITLEMENT_PATHS columns).
 
         The bulk read of a full sync, and a long sequential chain (100 per page). It is read from
-        both ends at once, `$orderBy=name asc` and `name desc`, until the distinct entitlements
-        seen reach the list's `totalCount`: half the chain's length. A chain asks for its next
-        page only while the pages in flight cannot close the gap, so the request count stays at
-        the single chain's. Without a totalCount (or should the ends never meet, e.g. the list
-        changes meanwhile) the chains run on; either one reaching its end has listed everything.
-        Pages are decoded to Arrow in a worker thread.
+        both ends at once, `$orderBy=name asc` and `name desc`, which halves the chain. The read
+        stops when the ends have met (a page holds an entitlement the other end already returned)
+        and the distinct entitlements seen reach the list's `totalCount`: meeting alone could miss
+        a tie in names, the count alone an entitlement when the list changes meanwhile. An end
+        asks for its next page only while the pages in flight cannot close the gap, so requests
+        stay within one of a single chain's. Without a totalCount only the `asc` end is read;
+        either end reaching its last page has listed everything. Pages are decoded to Arrow in a
+        worker thread.
         """
         seen: set[str] = set()
-        tokens: set[str] = set()
 
-        def fresh(page: DecodedPage) -> pa.Table:
-            keys = [k or d for k, d in zip(page.table.column("storage_key").to_pylist(),
-                                            page.table.column("descriptor").to_pylist(), strict=True)]
+        def keys_of(page: DecodedPage) -> list[str | None]:
+            return [k or d for k, d in zip(page.table.column("storage_key").to_pylist(),
+                                           page.table.column("descriptor").to_pylist(), strict=True)]
+
+        def fresh(page: DecodedPage, keys: list[str | None]) -> pa.Table:
             mask = [k is not None and k not in seen for k in keys]
             seen.update(k for k in keys if k is not None)
             return page.table if all(mask) else page.table.filter(pa.array(mask, pa.bool_()))
 
-        def next_token(page: DecodedPage) -> str | None:
-            token = page.scalars.get("continuationToken") or None
-            if token is not None:
-                if token in tokens:
-                    raise AzureDevOpsError("GET userentitlements: the server repeated a continuation token; "
-                                           "stopping", endpoint="GET userentitlements")
-                tokens.add(token)
-            return token
-
-        first = await self._entitlement_page("name asc", None)
-        yield fresh(first)
+        asc, desc = _End("name asc"), _End("name desc")
+        first = await self._entitlement_page(asc.order, None)
+        first_keys = keys_of(first)
+        asc.keys.update(k for k in first_keys if k is not None)
+        yield fresh(first, first_keys)
         total = first.scalars.get("totalCount")
-        token = next_token(first)
-        if token is None:
+        asc.advance(first)
+        if asc.token is None:
             return
-        # order -> [token, rows of its last page]; a chain whose token is None has ended.
-        chains: dict[str, list[Any]] = {"name asc": [token, first.table.num_rows], "name desc": [None, 0]}
-        flight: dict[asyncio.Future[DecodedPage], str] = {
-            asyncio.ensure_future(self._entitlement_page("name asc", token)): "name asc"}
-        if isinstance(total, int):
-            flight[asyncio.ensure_future(self._entitlement_page("name desc", None))] = "name desc"
+        if not isinstance(total, int):
+            total = None
+            desc.done = True
+        elif total - len(seen) <= first.table.num_rows:
+            desc.done = True  # one more page of the asc end finishes the list
+        desc.rows = first.table.num_rows
+        met = False
+        flight: dict[asyncio.Future[DecodedPage], _End] = {}
         try:
-            while flight:
+            while True:
+                if met and total is not None and len(seen) >= total:
+                    return
+                expected = sum(e.rows for e in flight.values())
+                for end in (asc, desc):
+                    if end.done or end in flight.values() or (end.started and end.token is None):
+                        continue
+                    if flight and (total is None or total - len(seen) <= expected):
+                        continue  # the pages in flight may close the gap: wait for them first
+                    flight[asyncio.ensure_future(self._entitlement_page(end.order, end.token))] = end
+                    end.started = True
+                    expected += end.rows
+                if not flight:
+                    return
                 done, _ = await asyncio.wait(flight, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    order = flight.pop(task)
+                    end = flight.pop(task)
                     page = task.result()
                     count = page.scalars.get("totalCount")
-                    if isinstance(total, int) and isinstance(count, int):
+                    if total is not None and isinstance(count, int):
                         total = max(total, count)
-                    yield fresh(page)
-                    chains[order] = [next_token(page), page.table.num_rows]
-                    if chains[order][0] is None:  # this chain listed everything
+                    keys = keys_of(page)
+                    other = desc if end is asc else asc
+                    met = met or any(k in other.keys for k in keys if k is not None)
+                    end.keys.update(k for k in keys if k is not None)
+                    yield fresh(page, keys)
+                    end.advance(page)
+                    if end.token is None:  # this end listed everything
                         return
-                if isinstance(total, int) and len(seen) >= total:
-                    return
-                expected = sum(chains[o][1] for o in flight.values())
-                for order, (tok, _rows) in chains.items():
-                    if tok is None or order in flight.values():
-                        continue
-                    if isinstance(total, int) and total - len(seen) <= expected:
-                        continue  # the pages in flight may close the gap: wait for them first
-                    flight[asyncio.ensure_future(self._entitlement_page(order, tok))] = order
-                    expected += chains[order][1]
         finally:
             for task in flight:
                 task.cancel()

@@ -54,15 +54,22 @@ class IdentitiesService:
         return _values(reply.data)
 
     async def read_batch(self, *, identity_ids: list[str] | None = None,
-                         subject_descriptors: list[str] | None = None,
+                         subject_descriptors: list[str] | None = None, descriptors: list[str] | None = None,
                          query_membership: str = "None", decoder: PageDecoder | None = None) -> list[dict | None]:
-        """POST identitybatch (IdentityBatchInfo body; a read, so safe to retry); `decoder` as in read()."""
+        """POST identitybatch (IdentityBatchInfo body; a read, so safe to retry); `decoder` as in read().
+
+        `descriptors` are legacy identity descriptors ("Type;Identifier"), sent as IdentityDescriptor
+        objects.
+        """
         body: dict[str, Any] = {"queryMembership": query_membership}
         if identity_ids:
             body["identityIds"] = identity_ids
         if subject_descriptors:
             body["subjectDescriptors"] = subject_descriptors
-        kind = "identityIds" if identity_ids else "subjectDescriptors"
+        if descriptors:
+            body["descriptors"] = [dict(zip(("identityType", "identifier"), d.split(";", 1), strict=False))
+                                   for d in descriptors]
+        kind = "identityIds" if identity_ids else "subjectDescriptors" if subject_descriptors else "descriptors"
         reply = await self._r.request("POST", f"{self.base}/_apis/identitybatch",
                                       endpoint=f"POST identitybatch {kind}", scope=IDENTITY_READ,
                                       params={"api-version": IDENTITIES_VERSION}, json_body=body,
@@ -70,11 +77,11 @@ class IdentitiesService:
         return _values(reply.data)
 
     async def read_many(self, *, identity_ids: list[str] | None = None,
-                        subject_descriptors: list[str] | None = None,
+                        subject_descriptors: list[str] | None = None, descriptors: list[str] | None = None,
                         query_membership: str = "None", decoder: PageDecoder | None = None) -> list[dict]:
         """Identities for any number of keys in as few requests as the service allows (nulls dropped)."""
-        keys = list(identity_ids or subject_descriptors or [])
-        kind = "identity_ids" if identity_ids else "subject_descriptors"
+        keys = list(identity_ids or subject_descriptors or descriptors or [])
+        kind = "identity_ids" if identity_ids else "subject_descriptors" if subject_descriptors else "descriptors"
         out: list[dict] = []
         i = 0
         while i < len(keys):

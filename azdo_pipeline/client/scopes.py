@@ -15,3 +15,5 @@ AUDIT_READ = Scope("Audit Log (Read)", "vso.auditlog",
                    " (and auditing must be on for the organization)")
 PROFILE_READ = Scope("User Profile (Read)", "vso.profile",
                      " and must be created for 'All accessible organizations'")
+SECURITY_MANAGE = Scope("Security (Manage)", "vso.security_manage",
+                        " (only to read team administrators in one request; without it they are read per team)")

@@ -10,7 +10,8 @@ Choices where the state has more than one candidate value:
   like the licence columns.
 - `users.last_accessed` is null when the user never signed in (state keeps .NET's MinValue).
 - `memberships` holds every direct edge whose two ends are visible subjects; `team_members` the
-  direct members of each team's backing group, flagged with `is_team_admin`.
+  direct members of each team's backing group, flagged with `is_team_admin`, plus administrators
+  who are not members (`is_member` false).
 - `groups.storage_key` is null for Entra (`aadgp`) groups, as schemas.GROUPS says (the Graph group
   body carries the identity id only as a `vssgp` group's originId); `projects.description` is null
   when empty, as the API omits it. tests/unit/test_sim_app_truth.py checks every table against the
@@ -122,14 +123,22 @@ def teams(org: OrgState) -> list[dict[str, Any]]:
 
 
 def team_members(org: OrgState) -> list[dict[str, Any]]:
+    """Direct members of each team's group, plus its administrators who are not members."""
     rows = []
     for t in org.teams.values():
+        members = set()
         for m in org.members(t.group_descriptor):
             ident = org.identities.get(m)
             if ident is None:
                 continue
+            members.add(m)
             rows.append({"team_id": t.id, "member_descriptor": m, "member_storage_key": ident.storage_key,
-                         "display_name": ident.display_name, "is_team_admin": m in t.admins})
+                         "display_name": ident.display_name, "is_team_admin": m in t.admins, "is_member": True})
+        for a in sorted(t.admins - members):
+            ident = org.identities.get(a)
+            if ident is not None:
+                rows.append({"team_id": t.id, "member_descriptor": a, "member_storage_key": ident.storage_key,
+                             "display_name": ident.display_name, "is_team_admin": True, "is_member": False})
     return sorted(rows, key=lambda r: (r["team_id"], r["member_descriptor"]))
 
 

@@ -20,8 +20,11 @@ from typing import Any, Protocol
 import pyarrow as pa
 
 from .. import schemas
+from ..client.arrow_pages import IDENTITY_REFS_PAGE
+from ..client.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from ..store import Store, TableWriter
 from . import columns, rows
+from . import teams as team_logic
 
 log = logging.getLogger("azdo_pipeline.sync")
 
@@ -48,6 +51,13 @@ def join_users(user_batches: list[pa.RecordBatch], ent_batches: list[pa.RecordBa
     return joined.select(schemas.USERS.names).cast(schemas.USERS)
 
 
+def _note(client: Any, note: str) -> None:
+    notes = getattr(getattr(client, "stats", None), "notes", None)
+    if isinstance(notes, list) and note not in notes:
+        notes.append(note)
+    log.info("%s", note)
+
+
 class SyncClient(Protocol):
     """What the sync needs from azdo_pipeline.client.AzureDevOpsClient."""
 
@@ -55,6 +65,8 @@ class SyncClient(Protocol):
     core: Any
     entitlements: Any
     accounts: Any
+    identities: Any
+    security: Any
     stats: Any
 
     def memberships(self, group_descriptors: list[str], *, storage_keys: dict[str, str] | None = None,
@@ -128,6 +140,11 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
     group_descriptors: list[str] = []
     team_ids: set[str] = set()
     teams: list[tuple[str, str]] = []  # (project id, team id)
+    # For team_members without one request per team (sync_teams): team group -> team id, its
+    # direct members, and display names of the subjects met.
+    team_of_group: dict[str, str] = {}
+    team_edges: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
 
     async def read_entitlements() -> None:
         async for page in client.entitlements.iter_user_entitlement_tables():
@@ -148,15 +165,23 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
     async def read_groups() -> None:
         await teams_done
         async for page in client.graph.iter_groups():
-            w["groups"].write_rows(rows.group_row(g, team_ids) for g in page)
-            for g in page:
+            group_rows = [rows.group_row(g, team_ids) for g in page]
+            w["groups"].write_rows(group_rows)
+            for g, row in zip(page, group_rows, strict=True):
                 group_descriptors.append(g["descriptor"])
-                if g.get("originId") and rows.subject_type(g["descriptor"]) == "vssgp":
+                if g.get("originId") and row["kind"] == "vssgp":
                     storage_keys[g["originId"]] = g["descriptor"]
+                if options.sync_teams:
+                    names[row["descriptor"]] = row["display_name"]
+                    if row["is_team"]:
+                        team_of_group[row["descriptor"]] = row["storage_key"]
 
     async def read_service_principals() -> None:
         async for page in client.graph.iter_service_principals():
-            w["service_principals"].write_rows(rows.service_principal_row(sp) for sp in page)
+            sp_rows = [rows.service_principal_row(sp) for sp in page]
+            w["service_principals"].write_rows(sp_rows)
+            if options.sync_teams:
+                names.update((r["descriptor"], r["display_name"]) for r in sp_rows)
 
     async def read_projects() -> None:
         async for page in client.core.iter_projects():
@@ -175,6 +200,10 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
                 skipped[t] = skipped.get(t, 0) + n
             user_batches.extend(users.to_batches())
             w["service_accounts"].write_table(svcs)
+            if options.sync_teams:
+                for part in (users, svcs):
+                    names.update(zip(part.column("descriptor").to_pylist(), part.column("display_name").to_pylist(),
+                                     strict=True))
         report.skipped_subjects = skipped
         await ents_done
         w["users"].write_table(join_users(user_batches, ent_batches))
@@ -201,14 +230,37 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
                                                             max_in_flight=max(1, slots - RESERVED_FOR_CHAINS)):
             containers.extend([container] * len(members))
             members_col.extend(members)
+            if container in team_of_group:
+                team_edges[container] = list(members)
             if len(members_col) >= 50_000:
                 flush()
         flush()
+
+    async def read_team_admins() -> dict[str, list[str]] | None:
+        """Every team's administrators in one ACL read; None when the credential may not read ACLs."""
+        if not options.sync_teams:
+            return None
+        try:
+            return await client.security.team_administrators()
+        except (AuthenticationError, PermissionDeniedError, NotFoundError) as exc:
+            why = (f"reading security ACLs was refused (HTTP {exc.status}); give the PAT the 'Security (Manage)' "
+                   "scope (vso.security_manage) to read them in one request (and to see administrators who are "
+                   "not team members)")
+            _note(client, f"team members: read with one request per team because {why}")
+            return None
 
     async def read_team_members() -> None:
         if not options.sync_teams:
             return
         await teams_done
+        acl = await admins_done
+        if acl is not None:
+            await memberships_done
+            if getattr(client.stats, "membership_mode", "") == "batched":
+                await team_members_from_acl(acl)
+                return
+            _note(client, "team members: read with one request per team because memberships were read per "
+                          "group (no storage keys)")
         # One request per team can fill every slot of the client; the entitlement and user page chains
         # are sequential and on the critical path, so the fan-out leaves them room.
         slots = int(getattr(getattr(client, "settings", None), "max_concurrency", 8))
@@ -221,6 +273,22 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
 
         await asyncio.gather(*(one(p, t) for p, t in teams))
 
+    async def team_members_from_acl(acl: dict[str, list[str]]) -> None:
+        ids = [t for _p, t in teams]
+        wanted = sorted({d for t in ids for d in acl.get(t.lower(), ())})
+        found = await client.identities.read_many(descriptors=wanted, decoder=IDENTITY_REFS_PAGE) if wanted else []
+        admins, admin_info, unresolved = team_logic.admins_by_team(acl, ids, found)
+        if unresolved:
+            log.warning("team members: %d administrator descriptor(s) did not resolve (deleted meanwhile?)",
+                        unresolved)
+        key_of = {d: k for k, d in getattr(client, "member_keys", {}).items()}
+        for d, (k, name) in admin_info.items():
+            if k:
+                key_of.setdefault(d, k)
+            if name and d not in names:
+                names[d] = name
+        w["team_members"].write_rows(team_logic.team_member_rows(team_of_group, team_edges, admins, key_of, names))
+
     started = time.monotonic()
 
     async def timed(name: str, stream: Awaitable[None]) -> None:
@@ -231,10 +299,13 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
     ents_done = asyncio.ensure_future(timed("entitlements", read_entitlements()))
     teams_done = asyncio.ensure_future(timed("teams", read_teams()))
     groups_done = asyncio.ensure_future(timed("groups", read_groups()))
+    memberships_done = asyncio.ensure_future(timed("memberships", read_memberships()))
+    admins_done = asyncio.ensure_future(read_team_admins())
     others = [timed("service_principals", read_service_principals()), timed("projects", read_projects()),
               timed("organizations", read_organizations()), timed("users", read_users()),
-              timed("memberships", read_memberships()), timed("team_members", read_team_members())]
-    tasks = [ents_done, teams_done, groups_done, *(asyncio.ensure_future(c) for c in others)]
+              timed("team_members", read_team_members())]
+    tasks = [ents_done, teams_done, groups_done, memberships_done, admins_done,
+             *(asyncio.ensure_future(c) for c in others)]
     try:
         await asyncio.gather(*tasks)
     except BaseException:

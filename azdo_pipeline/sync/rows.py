@@ -112,7 +112,7 @@ def team_member_row(team_id: str, m: Mapping[str, Any]) -> dict[str, Any]:
     ident = m.get("identity") or {}
     return {"team_id": team_id, "member_descriptor": ident.get("descriptor"),
             "member_storage_key": ident.get("id"), "display_name": ident.get("displayName"),
-            "is_team_admin": bool(m.get("isTeamAdmin"))}
+            "is_team_admin": bool(m.get("isTeamAdmin")), "is_member": True}
 
 
 def organization_row(a: Mapping[str, Any]) -> dict[str, Any]:

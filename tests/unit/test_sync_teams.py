@@ -1,0 +1,42 @@
+"""sync/teams.py: team_members rows assembled from membership edges and the ACL read."""
+
+from __future__ import annotations
+
+from azdo_pipeline.sync.teams import admins_by_team, team_member_rows
+
+
+def test_rows_are_members_plus_admins_who_are_not_members() -> None:
+    team_of_group = {"vssgp.A": "team-a", "vssgp.B": "team-b"}
+    edges = {"vssgp.A": ["aad.u1", "aad.u2", "vssgp.G", "aad.u1"]}  # a repeated edge counts once
+    admins = {"team-a": ["aad.u2", "aad.u9"], "team-b": ["aad.u1"]}
+    keys = {"aad.u1": "k1", "aad.u2": "k2", "vssgp.G": "kg"}
+    names = {"aad.u1": "One", "aad.u2": "Two", "aad.u9": "Nine"}
+    got = sorted((r["team_id"], r["member_descriptor"], r["member_storage_key"], r["display_name"],
+                  r["is_team_admin"], r["is_member"]) for r in team_member_rows(team_of_group, edges, admins, keys,
+                                                                                 names))
+    assert got == [
+        ("team-a", "aad.u1", "k1", "One", False, True),
+        ("team-a", "aad.u2", "k2", "Two", True, True),
+        ("team-a", "aad.u9", None, "Nine", True, False),
+        ("team-a", "vssgp.G", "kg", None, False, True),
+        ("team-b", "aad.u1", "k1", "One", True, False),  # team-b's group has no members
+    ]
+
+
+def test_a_team_without_members_or_admins_has_no_rows() -> None:
+    assert team_member_rows({"vssgp.A": "t"}, {}, {}, {}, {}) == []
+
+
+def test_admins_resolve_through_legacy_descriptors_case_insensitively() -> None:
+    acl = {"team-a": ["Microsoft.IdentityModel.Claims.ClaimsIdentity;T\\ann@x.com",
+                      "Microsoft.IdentityModel.Claims.ClaimsIdentity;T\\gone@x.com"],
+           "other-group": ["Microsoft.IdentityModel.Claims.ClaimsIdentity;T\\bob@x.com"]}
+    identities = [{"id": "AAA-1", "descriptor": "microsoft.identitymodel.claims.claimsidentity;t\\ann@x.com",
+                   "subjectDescriptor": "aad.ann", "providerDisplayName": "Ann"},
+                  {"id": "bbb", "descriptor": "Microsoft.IdentityModel.Claims.ClaimsIdentity;T\\bob@x.com",
+                   "subjectDescriptor": "aad.bob", "providerDisplayName": "Bob"}]
+    admins, info, unresolved = admins_by_team(acl, ["TEAM-A"], identities)
+    # team ids compare case-insensitively with the ACL's group ids; only teams asked for count
+    assert admins == {"TEAM-A": ["aad.ann"]}
+    assert info == {"aad.ann": ("aaa-1", "Ann")}
+    assert unresolved == 1
