@@ -110,6 +110,10 @@ class AzureDevOpsClient:
         chunks = [groups[i:i + size] for i in range(0, len(groups), size)]
         # Chunks read at once: all request slots unless the caller keeps some for other reads.
         window = max(1, min(self.settings.max_concurrency, max_in_flight or self.settings.max_concurrency))
+        # `window` reads at once; a chunk whose read has answered but which waits for `keys_ready`
+        # holds only its member ids, so more chunks than that may wait (bounded: memory).
+        read_slots = asyncio.Semaphore(window)
+        waiting_cap = window * 4
         tasks: set[asyncio.Task[list[tuple[str, list[str]]]]] = set()
         next_chunk = 0
         read_ok = asyncio.Event()  # a batched read answered: the other chunks may start
@@ -119,9 +123,10 @@ class AzureDevOpsClient:
                 # without vso.identity then costs one refused request, not one per chunk in flight.
                 probing = self._identities_refused is None and not read_ok.is_set() and counts["batched"] == 0 \
                     and self.identities.batch_available is None
-                limit = 1 if probing else window
+                limit = 1 if probing else waiting_cap
                 while next_chunk < len(chunks) and len(tasks) < limit:
-                    tasks.add(asyncio.ensure_future(self._chunk(chunks[next_chunk], resolver, counts, read_ok)))
+                    tasks.add(asyncio.ensure_future(self._chunk(chunks[next_chunk], resolver, counts, read_ok,
+                                                                read_slots)))
                     next_chunk += 1
                 # A probing chunk may then wait long for `keys_ready`; its read answering ends the probe.
                 probe = asyncio.ensure_future(read_ok.wait()) if probing else None
@@ -154,10 +159,10 @@ class AzureDevOpsClient:
                 self.stats.notes.append(note)
 
     async def _chunk(self, chunk: list[str], resolver: _Resolver, counts: dict[str, int],
-                     read_ok: asyncio.Event) -> list[tuple[str, list[str]]]:
+                     read_ok: asyncio.Event, read_slots: asyncio.Semaphore) -> list[tuple[str, list[str]]]:
         if self._identities_refused is None:
             try:
-                result = await self._chunk_batched(chunk, resolver, read_ok)
+                result = await self._chunk_batched(chunk, resolver, read_ok, read_slots)
                 counts["batched"] += len(chunk)
                 return result
             except (AuthenticationError, PermissionDeniedError, NotFoundError) as exc:
@@ -172,22 +177,24 @@ class AzureDevOpsClient:
             except AzureDevOpsError as exc:
                 if exc.status in (400, 414) and len(chunk) > 1:  # URL or item count too large: halve
                     half = len(chunk) // 2
-                    return (await self._chunk(chunk[:half], resolver, counts, read_ok)
-                            + await self._chunk(chunk[half:], resolver, counts, read_ok))
+                    return (await self._chunk(chunk[:half], resolver, counts, read_ok, read_slots)
+                            + await self._chunk(chunk[half:], resolver, counts, read_ok, read_slots))
                 raise
         counts["per_group"] += len(chunk)
-        return list(await asyncio.gather(*(self._per_group(g) for g in chunk)))
+        async with read_slots:
+            return list(await asyncio.gather(*(self._per_group(g) for g in chunk)))
 
     async def _per_group(self, group: str) -> tuple[str, list[str]]:
         edges = await self.graph.list_memberships(group, direction="down")
         return group, [e["memberDescriptor"] for e in edges if e.get("memberDescriptor")]
 
-    async def _chunk_batched(self, chunk: list[str], resolver: _Resolver,
-                             read_ok: asyncio.Event) -> list[tuple[str, list[str]]]:
+    async def _chunk_batched(self, chunk: list[str], resolver: _Resolver, read_ok: asyncio.Event,
+                             read_slots: asyncio.Semaphore) -> list[tuple[str, list[str]]]:
         resolver.reading += 1
         try:
-            identities = await self.identities.read_many(subject_descriptors=chunk, query_membership="Direct",
-                                                         decoder=IDENTITY_MEMBERS_PAGE)
+            async with read_slots:
+                identities = await self.identities.read_many(subject_descriptors=chunk, query_membership="Direct",
+                                                             decoder=IDENTITY_MEMBERS_PAGE)
             read_ok.set()
             await resolver.keys_complete()  # still counted as reading: nothing is flushed before the map
         except BaseException:

@@ -136,10 +136,11 @@ class EntitlementsService:
         first = await self._entitlement_page(asc.order, None)
         first_keys = keys_of(first)
         asc.keys.update(k for k in first_keys if k is not None)
-        yield fresh(first, first_keys)
+        first_table = fresh(first, first_keys)
         total = first.scalars.get("totalCount")
         asc.advance(first)
         if asc.token is None:
+            yield first_table
             return
         if not isinstance(total, int):
             total = None
@@ -148,21 +149,28 @@ class EntitlementsService:
             desc.done = True  # one more page of the asc end finishes the list
         desc.rows = first.table.num_rows
         met = False
+        complete = False  # an end reached its last page: it listed everything
         flight: dict[asyncio.Future[DecodedPage], _End] = {}
+        ready: list[pa.Table] = [first_table]
         try:
             while True:
-                if met and total is not None and len(seen) >= total:
-                    return
-                expected = sum(e.rows for e in flight.values())
-                for end in (asc, desc):
-                    if end.done or end in flight.values() or (end.started and end.token is None):
-                        continue
-                    if flight and (total is None or total - len(seen) <= expected):
-                        continue  # the pages in flight may close the gap: wait for them first
-                    flight[asyncio.ensure_future(self._entitlement_page(end.order, end.token))] = end
-                    end.started = True
-                    expected += end.rows
-                if not flight:
+                finished = complete or (met and total is not None and len(seen) >= total)
+                if not finished:
+                    # The next requests go out before the pages in hand are handed over, so the
+                    # caller's work on them overlaps the round trips.
+                    expected = sum(e.rows for e in flight.values())
+                    for end in (asc, desc):
+                        if end.done or end in flight.values() or (end.started and end.token is None):
+                            continue
+                        if flight and (total is None or total - len(seen) <= expected):
+                            continue  # the pages in flight may close the gap: wait for them first
+                        flight[asyncio.ensure_future(self._entitlement_page(end.order, end.token))] = end
+                        end.started = True
+                        expected += end.rows
+                for table in ready:
+                    yield table
+                ready.clear()
+                if finished or not flight:
                     return
                 done, _ = await asyncio.wait(flight, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
@@ -175,10 +183,9 @@ class EntitlementsService:
                     other = desc if end is asc else asc
                     met = met or any(k in other.keys for k in keys if k is not None)
                     end.keys.update(k for k in keys if k is not None)
-                    yield fresh(page, keys)
+                    ready.append(fresh(page, keys))
                     end.advance(page)
-                    if end.token is None:  # this end listed everything
-                        return
+                    complete = complete or end.token is None
         finally:
             for task in flight:
                 task.cancel()

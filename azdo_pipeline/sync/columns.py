@@ -71,3 +71,11 @@ def split_graph_users(page: pa.Table, user_schema: pa.Schema,
             skipped[d["values"]] = d["counts"]
     return (page.filter(people).select(user_schema.names).cast(user_schema),
             page.filter(accounts).select(account_schema.names).cast(account_schema), skipped)
+
+
+def member_kinds(descriptors: pa.Array) -> pa.Array:
+    """rows.member_kind for a column: user | service_account | service_principal | group | other."""
+    types = subject_types(descriptors)
+    known = pa.array(list(rows.KIND_BY_TYPE))
+    kinds = pa.array(list(rows.KIND_BY_TYPE.values()))
+    return pc.fill_null(pc.take(kinds, pc.index_in(types, value_set=known)), "other")

@@ -206,7 +206,9 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
                                      strict=True))
         report.skipped_subjects = skipped
         await ents_done
-        w["users"].write_table(join_users(user_batches, ent_batches))
+        # The join and its Parquet write release the GIL: off the event loop, which the membership
+        # read needs at this very moment (it resumes when the entitlement keys are complete).
+        await asyncio.to_thread(lambda: w["users"].write_table(join_users(user_batches, ent_batches)))
 
     async def read_memberships() -> None:
         # Groups are read while the entitlement pages still arrive; member ids are resolved once the
@@ -216,13 +218,15 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
         containers: list[str] = []
         members_col: list[str] = []
 
-        def flush() -> None:
-            kinds = [rows.member_kind(m) for m in members_col]
-            w["memberships"].write_table(pa.table({"container_descriptor": containers,
-                                                   "member_descriptor": members_col, "member_kind": kinds},
-                                                  schema=schemas.MEMBERSHIPS))
+        async def flush() -> None:
+            batch = {"container_descriptor": pa.array(containers, pa.string()),
+                     "member_descriptor": pa.array(members_col, pa.string())}
             containers.clear()
             members_col.clear()
+            # Arrow work and Parquet encoding release the GIL: off the event loop.
+            await asyncio.to_thread(lambda: w["memberships"].write_table(pa.table(
+                {**batch, "member_kind": columns.member_kinds(batch["member_descriptor"])},
+                schema=schemas.MEMBERSHIPS)))
 
         slots = int(getattr(getattr(client, "settings", None), "max_concurrency", 8))
         async for container, members in client.memberships(group_descriptors, storage_keys=storage_keys,
@@ -233,8 +237,8 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
             if container in team_of_group:
                 team_edges[container] = list(members)
             if len(members_col) >= 50_000:
-                flush()
-        flush()
+                await flush()
+        await flush()
 
     async def read_team_admins() -> dict[str, list[str]] | None:
         """Every team's administrators in one ACL read; None when the credential may not read ACLs."""

@@ -18,13 +18,13 @@ def subject_type(descriptor: str) -> str:
     return descriptor.split(".", 1)[0] if "." in descriptor else ""
 
 
-_KIND_BY_TYPE = {"aad": "user", "msa": "user", "svc": "service_account", "aadsp": "service_principal",
+KIND_BY_TYPE = {"aad": "user", "msa": "user", "svc": "service_account", "aadsp": "service_principal",
                  "vssgp": "group", "aadgp": "group"}
 
 
 def member_kind(descriptor: str) -> str:
     """Kind of a membership's member, from its descriptor prefix."""
-    return _KIND_BY_TYPE.get(descriptor.partition(".")[0], "other")
+    return KIND_BY_TYPE.get(descriptor.partition(".")[0], "other")
 
 
 def parse_time(value: str | None) -> datetime | None:

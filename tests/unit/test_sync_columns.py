@@ -265,3 +265,10 @@ def test_entitlement_batch_all_dropped_or_empty() -> None:
     for ents in ([], [_entitlement(None, "k1"), _entitlement(None, "k2")]):
         batch = columns.entitlement_batch(_entitlements_page(ents), _ENTITLEMENT_PART)
         assert batch.num_rows == 0 and batch.schema == _ENTITLEMENT_PART
+
+
+def test_member_kinds_match_rows_member_kind() -> None:
+    from azdo_pipeline.sync.columns import member_kinds
+
+    descs = ["aad.x", "msa.y", "svc.z", "aadsp.q", "vssgp.g", "aadgp.h", "s2s.w", "bnd.v", "nodot", "", "aad."]
+    assert member_kinds(pa.array(descs)).to_pylist() == [rows.member_kind(d) for d in descs]
