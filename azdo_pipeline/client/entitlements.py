@@ -58,7 +58,7 @@ def _ops_errors(body: dict) -> list[dict[str, Any]]:
 class _End:
     """One end of a two-ended list read."""
 
-    order: str
+    order: str | None  # the $orderBy value; None: the list's own order
     token: str | None = None
     started: bool = False
     done: bool = False
@@ -133,7 +133,15 @@ class EntitlementsService:
             return page.table if all(mask) else page.table.filter(pa.array(mask, pa.bool_()))
 
         asc, desc = _End("name asc"), _End("name desc")
-        first = await self._entitlement_page(asc.order, None)
+        try:
+            first = await self._entitlement_page(asc.order, None)
+        except AzureDevOpsError as exc:
+            if exc.status != 400:
+                raise
+            # $orderBy refused: one unordered chain, as the list is read without it.
+            log.info("userentitlements refused $orderBy (HTTP 400); reading the list from one end")
+            asc, desc.done = _End(None), True
+            first = await self._entitlement_page(None, None)
         first_keys = keys_of(first)
         asc.keys.update(k for k in first_keys if k is not None)
         first_table = fresh(first, first_keys)
@@ -175,7 +183,14 @@ class EntitlementsService:
                 done, _ = await asyncio.wait(flight, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     end = flight.pop(task)
-                    page = task.result()
+                    try:
+                        page = task.result()
+                    except AzureDevOpsError as exc:
+                        if end is desc and exc.status == 400 and not desc.keys:
+                            log.info("userentitlements refused $orderBy=name desc (HTTP 400); one end only")
+                            desc.done = True
+                            continue
+                        raise
                     count = page.scalars.get("totalCount")
                     if total is not None and isinstance(count, int):
                         total = max(total, count)
@@ -191,8 +206,10 @@ class EntitlementsService:
                 task.cancel()
             await asyncio.gather(*flight, return_exceptions=True)
 
-    async def _entitlement_page(self, order: str, token: str | None) -> DecodedPage:
-        params: dict[str, Any] = {"api-version": ENTITLEMENTS_VERSION, "$orderBy": order}
+    async def _entitlement_page(self, order: str | None, token: str | None) -> DecodedPage:
+        params: dict[str, Any] = {"api-version": ENTITLEMENTS_VERSION}
+        if order:
+            params["$orderBy"] = order
         if token:
             params["continuationToken"] = token
         reply = await self._r.request("GET", f"{self.base}/_apis/userentitlements", endpoint="GET userentitlements",

@@ -689,3 +689,36 @@ def test_no_look_up_of_a_group_another_chunk_has_read() -> None:
     assert asyncio.run(asyncio.wait_for(go(), 10)) == d.expected()
     looked_up = [k for b in _posts(svc) if "identityIds" in b for k in b["identityIds"]]
     assert looked_up == [], f"looked up {looked_up}: group ids the reads of the chunks had returned"
+
+
+# ---- a service that refuses $orderBy ----------------------------------------------------------------
+@pytest.mark.parametrize("refuse", ["both", "desc"])
+@pytest.mark.parametrize("n", [50, 350])
+def test_orderby_refused_falls_back_to_one_end(refuse: str, n: int) -> None:
+    fake = Entitlements(n)
+    plain = Entitlements(n)  # the unordered list (the fake's asc order stands for the service's own)
+    inner = fake.__call__
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        q = parse_qs(request.url.query.decode())
+        order = q.get("$orderBy", [None])[0]
+        if order is None:
+            plain_q = request.url.copy_merge_params({"$orderBy": ASC})
+            return await plain(httpx.Request("GET", plain_q))
+        if refuse == "both" or order == DESC:
+            fake.requests.append((order, None, 0))
+            return json_response({"message": "The $orderBy is not valid.", "typeKey": "ArgumentException"},
+                                 status=400)
+        return await inner(request)
+
+    svc = FakeService()
+    svc.on("GET", ENDPOINT, handler)
+
+    async def go() -> list[str]:
+        async with await connect(svc) as c:
+            return keys_of(await read_tables(c))
+
+    keys = asyncio.run(asyncio.wait_for(go(), 10))
+    assert sorted(keys) == sorted(fake.rows) and len(keys) == len(set(keys))
+    if refuse == "both":
+        assert len(plain.requests) == pages_for(n)  # the whole list, unordered, once
