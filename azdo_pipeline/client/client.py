@@ -111,9 +111,10 @@ class AzureDevOpsClient:
         # Chunks read at once: all request slots unless the caller keeps some for other reads.
         window = max(1, min(self.settings.max_concurrency, max_in_flight or self.settings.max_concurrency))
         # `window` reads at once; a chunk whose read has answered but which waits for `keys_ready`
-        # holds only its member ids, so more chunks than that may wait (bounded: memory).
+        # holds only its member ids, so more chunks may wait: 16 windows (xl, 52 chunks: 16.6 s ->
+        # 13.5 s for +110 MiB; the cap bounds memory for any organization size).
         read_slots = asyncio.Semaphore(window)
-        waiting_cap = window * 4
+        waiting_cap = window * 16
         tasks: set[asyncio.Task[list[tuple[str, list[str]]]]] = set()
         next_chunk = 0
         read_ok = asyncio.Event()  # a batched read answered: the other chunks may start
