@@ -67,6 +67,8 @@ def azdo_raw_sync(context: dg.AssetExecutionContext, azdo: AzdoPipeline):
             "enabled": res.enabled,
             "requests (whole sync)": report.requests,
             "duration_s (whole sync)": round(report.duration_s, 3),
+            "stream finished at s (whole sync)": dg.MetadataValue.json(report.stream_seconds),
+            "notes (whole sync)": "\n".join(report.notes) or "none",
             "preview": _preview(t),
         })
         dup = duplicate_keys(t, schemas.key_columns(schema))
@@ -76,5 +78,7 @@ def azdo_raw_sync(context: dg.AssetExecutionContext, azdo: AzdoPipeline):
     unresolved = unresolved_members(tables["memberships"], known, tables["groups"]["descriptor"])
     yield dg.AssetCheckResult(asset_key="memberships", check_name=MEMBERS_RESOLVE, passed=unresolved.passed,
                               metadata={"unresolved": unresolved.count, "examples": ", ".join(unresolved.examples)})
+    for note in report.notes:  # e.g. a missing scope that made the sync slower: says which and the fix
+        context.log.warning(note)
     context.log.info(f"synced {org} into snapshot {snapshot}: {report.requests} requests in "
                      f"{report.duration_s:.1f}s; requests by endpoint: {report.requests_by_endpoint}")

@@ -99,6 +99,7 @@ class SyncReport:
     duration_s: float = 0.0
     skipped_subjects: dict[str, int] = field(default_factory=dict)
     stream_seconds: dict[str, float] = field(default_factory=dict)  # when each read finished (the critical path)
+    notes: list[str] = field(default_factory=list)  # what the sync could not do the best way, and the fix
 
 
 async def full_sync(client: SyncClient, store: Store, org: str, snapshot: str,
@@ -123,6 +124,7 @@ async def full_sync(client: SyncClient, store: Store, org: str, snapshot: str,
     report.requests_by_endpoint = dict(getattr(stats, "by_endpoint", {}))
     report.retries = int(getattr(stats, "retries", 0))
     report.throttled = int(getattr(stats, "throttled", 0))
+    report.notes = list(getattr(stats, "notes", None) or [])
     report.duration_s = time.monotonic() - started
     store.write_manifest(org, snapshot, {
         n: {"rows": t.rows, "enabled": t.enabled} for n, t in report.tables.items()} | {

@@ -158,6 +158,7 @@ def test_without_the_security_scope_team_members_are_read_per_team(tiny_server: 
     per_team = sum(n for k, n in report.requests_by_endpoint.items() if "members" in k and "team" in k)
     assert per_team >= n_teams, report.requests_by_endpoint
     assert any("Security (Manage)" in n and "one request per team" in n for n in notes), notes
+    assert report.notes == notes  # the report (and so the Dagster metadata) carries them
 
 
 def _browser(server: SimulatorServer):
