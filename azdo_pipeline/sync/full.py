@@ -261,10 +261,20 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
         await teams_done
         acl = await admins_done
         if acl is not None:
-            await memberships_done
+            # The administrators' identities are read while the memberships still arrive.
+            ids = [t for _p, t in teams]
+            wanted = sorted({d for t in ids for d in acl.get(t.lower(), ())})
+            found = asyncio.ensure_future(client.identities.read_many(descriptors=wanted, decoder=IDENTITY_REFS_PAGE)
+                                          if wanted else asyncio.sleep(0, result=[]))
+            try:
+                await memberships_done
+            except BaseException:
+                found.cancel()
+                raise
             if getattr(client.stats, "membership_mode", "") == "batched":
-                await team_members_from_acl(acl)
+                team_members_from_acl(acl, ids, await found)
                 return
+            found.cancel()
             _note(client, "team members: read with one request per team because memberships were read per "
                           "group (no storage keys)")
         # One request per team can fill every slot of the client; the entitlement and user page chains
@@ -279,10 +289,7 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
 
         await asyncio.gather(*(one(p, t) for p, t in teams))
 
-    async def team_members_from_acl(acl: dict[str, list[str]]) -> None:
-        ids = [t for _p, t in teams]
-        wanted = sorted({d for t in ids for d in acl.get(t.lower(), ())})
-        found = await client.identities.read_many(descriptors=wanted, decoder=IDENTITY_REFS_PAGE) if wanted else []
+    def team_members_from_acl(acl: dict[str, list[str]], ids: list[str], found: list[dict]) -> None:
         admins, admin_info, unresolved = team_logic.admins_by_team(acl, ids, found)
         if unresolved:
             log.warning("team members: %d administrator descriptor(s) did not resolve (deleted meanwhile?)",
