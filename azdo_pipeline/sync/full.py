@@ -149,7 +149,22 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
     names: dict[str, str] = {}
 
     async def read_entitlements() -> None:
+        try:
+            await _read_entitlements()
+        except (AuthenticationError, PermissionDeniedError) as exc:
+            # The brief's minimal read PAT (Graph + Project and Team) has no entitlement scope: the
+            # users are still synced, without what only the entitlements know.
+            if entitlement_pages_read:
+                raise  # refused midway: not a missing scope
+            _note(client, f"users: licence, licensing source, status, last access, date created and storage key "
+                          f"are empty because reading user entitlements was refused (HTTP {exc.status}); give the "
+                          "PAT the 'Member Entitlement Management (Read)' scope (vso.memberentitlementmanagement)")
+
+    entitlement_pages_read: list[int] = []
+
+    async def _read_entitlements() -> None:
         async for page in client.entitlements.iter_user_entitlement_tables():
+            entitlement_pages_read.append(page.num_rows)
             batch = columns.entitlement_batch(page, _ENTITLEMENT_PART)
             storage_keys.update(zip(batch.column("storage_key").to_pylist(), batch.column("descriptor").to_pylist(),
                                     strict=True))

@@ -161,6 +161,33 @@ def test_without_the_security_scope_team_members_are_read_per_team(tiny_server: 
     assert report.notes == notes  # the report (and so the Dagster metadata) carries them
 
 
+def test_the_briefs_minimal_read_scopes_sync_everything_but_licences(tiny_server: SimulatorServer,
+                                                                     tmp_path: Path) -> None:
+    """Graph (Read) + Project and Team (Read) only: every table is synced (memberships one group at a
+    time, team members one team at a time); the users lack what only entitlements know; notes say why."""
+    with tiny_server.world.lock:
+        pat = tiny_server.world.issue_pat(None, tiny_server.world.org(ORG).owner_key,
+                                          {"vso.graph", "vso.project"}).token
+        truth = ground_truth(tiny_server.world.org(ORG))
+    store = Store(tmp_path)
+    report = _sync(tiny_server, PatCredential(pat), store, options=SyncOptions(sync_teams=True))
+    entitlement_only = ("storage_key", "license", "licensing_source", "msdn_license_type", "license_display_name",
+                        "status", "last_accessed", "date_created")
+    users = pq.read_table(store.latest_path("users", ORG)).to_pylist()
+    assert len(users) == len(truth["users"]) > 0
+    assert all(u[c] is None for u in users for c in entitlement_only)
+    strip = [{**u, **dict.fromkeys(entitlement_only)} for u in truth["users"]]
+    assert _rows(users, "users") == _rows(strip, "users")
+    for table in ("service_accounts", "service_principals", "groups", "memberships", "projects", "teams"):
+        got = pq.read_table(store.latest_path(table, ORG)).to_pylist()
+        assert _rows(got, table) == _rows(truth[table], table), table
+    got = pq.read_table(store.latest_path("team_members", ORG)).to_pylist()
+    assert _rows(got, "team_members") == _rows([r for r in truth["team_members"] if r["is_member"]], "team_members")
+    text = " ".join(report.notes)
+    for scope in ("vso.memberentitlementmanagement", "vso.identity", "vso.security_manage"):
+        assert scope in text, report.notes
+
+
 def _browser(server: SimulatorServer):
     def open_url(url: str) -> None:
         s = requests.Session()
