@@ -160,6 +160,10 @@ LOCATIONS: tuple[Location, ...] = (
              "_apis/{resource}/{userDescriptor}", "vsaex", "_apis/userentitlements", 3),
     Location("8480c6eb-ce60-47e9-88df-eca3c801638b", "MemberEntitlementManagement", "UserEntitlements",
              "_apis/{resource}/{userId}", "vsaex", "_apis/userentitlements/u", 3),
+    # ServicePrincipalEntitlements (preview): by id, the id the official SDK sends for GET/DELETE
+    # (azure-devops-python-api v7_1 member_entitlement_management_client.get_service_principal_entitlement)
+    Location("1d491a66-190b-43ae-86b8-9c2688c55186", "MemberEntitlementManagement", "ServicePrincipalEntitlements",
+             "_apis/{resource}/{servicePrincipalId}", "vsaex", "_apis/serviceprincipalentitlements/s"),
     # Audit (auditservice)
     Location("4e5fa14f-7097-4b73-9c85-00abc7353c61", "Audit", "AuditLog", "_apis/{area}/{resource}",
              "auditservice", "_apis/audit/auditlog"),

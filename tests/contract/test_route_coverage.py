@@ -138,13 +138,7 @@ def _served_resources() -> list[tuple[str, str, str]]:
     return sorted(out)
 
 
-_F4 = pytest.mark.xfail(strict=True, reason="discovery.py: OPTIONS https://vsaex.dev.azure.com/{org}/_apis lists no "
-                        "ServicePrincipalEntitlements location although routes_entitlements serves "
-                        "GET serviceprincipalentitlements/{id}")
-
-
-@pytest.mark.parametrize("base,resource,operation_id", [
-    pytest.param(*r, marks=_F4) if r[1] == "servicePrincipalEntitlements" else r for r in _served_resources()])
+@pytest.mark.parametrize("base,resource,operation_id", _served_resources())
 def test_options_lists_the_served_resources(sim: Sim, base: str, resource: str, operation_id: str) -> None:
     """The SDKs map location ids to routes with OPTIONS {areaBase}/_apis (behaviour doc §1.2)."""
     r = sim.request("OPTIONS", f"{base}/_apis")
