@@ -147,6 +147,7 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
     team_of_group: dict[str, str] = {}
     team_edges: dict[str, list[str]] = {}
     names: dict[str, str] = {}
+    entitlement_pages_read: list[int] = []  # rows per entitlement page (a refusal after one is no scope issue)
 
     async def read_entitlements() -> None:
         try:
@@ -159,8 +160,6 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
             _note(client, f"users: licence, licensing source, status, last access, date created and storage key "
                           f"are empty because reading user entitlements was refused (HTTP {exc.status}); give the "
                           "PAT the 'Member Entitlement Management (Read)' scope (vso.memberentitlementmanagement)")
-
-    entitlement_pages_read: list[int] = []
 
     async def _read_entitlements() -> None:
         async for page in client.entitlements.iter_user_entitlement_tables():
