@@ -722,3 +722,33 @@ def test_orderby_refused_falls_back_to_one_end(refuse: str, n: int) -> None:
     assert sorted(keys) == sorted(fake.rows) and len(keys) == len(set(keys))
     if refuse == "both":
         assert len(plain.requests) == pages_for(n)  # the whole list, unordered, once
+
+
+@pytest.mark.parametrize("n", [250, 1000, 2048])
+def test_a_service_ignoring_orderby_is_read_once_from_one_end(n: int) -> None:
+    """desc page 1 repeating asc page 1 means $orderBy is ignored: one end, the list read once."""
+    fake = Entitlements(n)
+    inner = fake.__call__
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.params.get("$orderBy") == DESC:  # answer as if the order were not there
+            params = dict(url.params)
+            params["$orderBy"] = ASC
+            token = params.get("continuationToken")
+            if token is not None and fake.tokens[token][0] == DESC:
+                _order, page_no, anchor = fake.tokens[token]
+                fake.tokens[token] = (ASC, page_no, anchor)
+            url = url.copy_with(params=params)
+        return await inner(httpx.Request("GET", url))
+
+    svc = FakeService()
+    svc.on("GET", ENDPOINT, handler)
+
+    async def go() -> list[str]:
+        async with await connect(svc) as c:
+            return keys_of(await read_tables(c))
+
+    keys = asyncio.run(asyncio.wait_for(go(), 10))
+    assert sorted(keys) == sorted(fake.rows) and len(keys) == len(set(keys))
+    assert len(fake.requests) <= pages_for(n) + 1, fake.requests  # the one desc page, then asc alone
