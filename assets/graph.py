@@ -44,7 +44,8 @@ def access_graph_build(context: dg.AssetExecutionContext, azdo: AzdoPipeline):
     """Builds every access-graph table of one organization from its latest raw snapshot."""
     org = context.partition_key
     store = azdo.store()
-    raw = {name: store.read_latest(name, org) for name in schemas.RAW_TABLES}
+    # One raw snapshot, even should a sync publish `latest` while this reads it.
+    raw, raw_snapshot = store.read_consistent(schemas.RAW_TABLES, org)
     snapshot = new_snapshot_id(run_id=context.run.run_id)
     counts = write_access_graph(raw, lambda name, schema: store.writer(name, schema, org, snapshot),
                                 organization=org)
@@ -57,6 +58,7 @@ def access_graph_build(context: dg.AssetExecutionContext, azdo: AzdoPipeline):
             "dagster/column_schema": column_schema(schema),
             "path": dg.MetadataValue.path(str(store.latest_path(name, org))),
             "snapshot": snapshot,
+            "raw snapshot": raw_snapshot or "latest",
         })
     outcomes = graph_checks.run_all(raw, graph)
     for name, (asset, _desc) in GRAPH_CHECKS.items():

@@ -9,7 +9,9 @@ organizations and snapshots at once):
 
 A table is written to a temporary file in its final directory and renamed into place only when
 complete, so a reader never sees half a file; a failed write leaves nothing behind. The `latest`
-copy is a hard link (a copy where links are not possible), replaced atomically.
+copy is a hard link (a copy where links are not possible), replaced atomically, table by table;
+the manifest is written last, so `read_consistent` (the newest manifest's snapshot files) gives
+tables of one snapshot even while a sync is publishing.
 """
 
 from __future__ import annotations
@@ -86,6 +88,32 @@ class Store:
                 f"no synced '{table}' table for organization '{org}' at {path}: materialize the raw "
                 "assets for this organization first")
         return pq.read_table(path)
+
+    def latest_manifest(self, org: str) -> dict[str, Any] | None:
+        """The newest complete snapshot's manifest (written after all its tables were), or None."""
+        folder = self.data_dir / "_snapshots" / f"org={_safe_part(org, 'organization')}"
+        # Snapshot ids start with a UTC timestamp, so name order is time order.
+        for path in sorted(folder.glob("*.json"), reverse=True) if folder.is_dir() else []:
+            try:
+                manifest = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(manifest, dict) and manifest.get("snapshot"):
+                return manifest
+        return None
+
+    def read_consistent(self, tables: Iterable[str], org: str) -> tuple[dict[str, pa.Table], str | None]:
+        """Tables of one snapshot: the newest manifest's snapshot files, so a sync publishing
+        `latest` meanwhile cannot mix two snapshots; `latest` where there is no manifest (or a file
+        of it is gone). Returns the tables and the snapshot id (None when read from `latest`)."""
+        names = list(tables)
+        manifest = self.latest_manifest(org)
+        if manifest is not None:
+            snapshot = str(manifest["snapshot"])
+            paths = {n: self.snapshot_path(n, org, snapshot) for n in names}
+            if all(p.exists() for p in paths.values()):
+                return {n: pq.read_table(p) for n, p in paths.items()}, snapshot
+        return {n: self.read_latest(n, org) for n in names}, None
 
     def write_manifest(self, org: str, snapshot: str, tables: Mapping[str, Any]) -> Path:
         path = self.data_dir / "_snapshots" / f"org={org}" / f"{snapshot}.json"

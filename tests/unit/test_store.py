@@ -59,3 +59,29 @@ def test_names_with_slashes_are_refused(tmp_path: Path) -> None:
 def test_publish_requires_written_snapshot(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="write it before publishing"):
         Store(tmp_path).publish("users", "fabrikam", "nope")
+
+
+def test_read_consistent_takes_the_newest_manifests_snapshot(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    store = Store(tmp_path)
+    for snap, value in (("20260101T000000Z-aaaa", 1), ("20260102T000000Z-bbbb", 2)):
+        for name in ("x", "y"):
+            store.write_table(name, pa.table({"a": [value]}), "org1", snap)
+        store.write_manifest("org1", snap, {"x": {}, "y": {}})
+    # latest holds a third, unfinished sync's x (published, no manifest yet): not used
+    store.write_table("x", pa.table({"a": [3]}), "org1", "20260103T000000Z-cccc")
+    store.publish("x", "org1", "20260103T000000Z-cccc")
+    tables, snap = store.read_consistent(["x", "y"], "org1")
+    assert snap == "20260102T000000Z-bbbb"
+    assert tables["x"]["a"].to_pylist() == [2] and tables["y"]["a"].to_pylist() == [2]
+
+
+def test_read_consistent_falls_back_to_latest_without_a_manifest(tmp_path: Path) -> None:
+    import pyarrow as pa
+
+    store = Store(tmp_path)
+    store.write_table("x", pa.table({"a": [7]}), "org1", "s1")
+    store.publish("x", "org1", "s1")
+    tables, snap = store.read_consistent(["x"], "org1")
+    assert snap is None and tables["x"]["a"].to_pylist() == [7]
