@@ -38,21 +38,28 @@ def _gql(port: int, query: str, variables: dict | None = None) -> dict:
     return body["data"]
 
 
-@pytest.fixture
-def dagster_dev(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+@pytest.fixture(params=["dagster dev", "azdo-pipeline dev"])
+def dagster_dev(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[int, Path]]:
+    """`dagster dev` with a configuration naming the embedded simulator, or `azdo-pipeline dev`
+    (the README's command: a simulator over TLS on 127.0.0.1 plus `dagster dev`)."""
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     data = tmp_path / "data"
-    cfg = tmp_path / "azdo-pipeline.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "data_dir": str(data), "simulator": {"size": "tiny", "seed": 9, "embedded": True},
-        "organizations": [{"name": "fabrikam", "url": "https://dev.azure.com/fabrikam",
-                           "auth": {"method": "pat", "pat_env": "AZDO_PAT"}}]}))
     port = _free_port()
-    env = dict(os.environ, DAGSTER_HOME=str(home), AZDO_PIPELINE_CONFIG=str(cfg))
-    proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    env = dict(os.environ, DAGSTER_HOME=str(home))
+    if request.param == "dagster dev":
+        cfg = tmp_path / "azdo-pipeline.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "data_dir": str(data), "simulator": {"size": "tiny", "seed": 9, "embedded": True},
+            "organizations": [{"name": "fabrikam", "url": "https://dev.azure.com/fabrikam",
+                               "auth": {"method": "pat", "pat_env": "AZDO_PAT"}}]}))
+        env["AZDO_PIPELINE_CONFIG"] = str(cfg)
+        cmd = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)]
+    else:
+        cmd = [sys.executable, "-m", "azdo_pipeline.cli",
+               "dev", "--size", "tiny", "--data-dir", str(data), "--ui-port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
         deadline = time.monotonic() + 120
