@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import orjson
@@ -127,15 +128,23 @@ class PageDecoder:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return self._python(body)
 
-    def _arrow(self, body: bytes) -> DecodedPage:
-        item = _item_type(self.paths, self.leaf_types)
-        fields = [pa.field(k, pa.list_(item)) for k in self.list_keys]
+    @cached_property
+    def _item(self) -> pa.StructType:
+        return _item_type(self.paths, self.leaf_types)
+
+    @cached_property
+    def _parse_options(self) -> pa_json.ParseOptions:  # built once per decoder, not per page
+        fields = [pa.field(k, pa.list_(self._item)) for k in self.list_keys]
         fields += [pa.field(k, t) for k, t in self.scalars.items()]
+        return pa_json.ParseOptions(explicit_schema=pa.schema(fields), newlines_in_values=True,
+                                    unexpected_field_behavior="ignore")
+
+    def _arrow(self, body: bytes) -> DecodedPage:
+        item = self._item
         table = pa_json.read_json(
             io.BytesIO(body),
             read_options=pa_json.ReadOptions(use_threads=False, block_size=max(len(body) + 1, 1 << 16)),
-            parse_options=pa_json.ParseOptions(explicit_schema=pa.schema(fields), newlines_in_values=True,
-                                               unexpected_field_behavior="ignore"))
+            parse_options=self._parse_options)
         if table.num_rows != 1:
             raise pa.ArrowInvalid(f"expected one JSON object, got {table.num_rows}")
         items = None

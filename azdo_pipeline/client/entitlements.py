@@ -202,18 +202,16 @@ class EntitlementsService:
                     if total is not None and isinstance(count, int):
                         total = max(total, count)
                     keys = keys_of(page)
-                    other = desc if end is asc else asc
-                    met = met or any(k in other.keys for k in keys if k is not None)
+                    ready.append(fresh(page, keys))
                     if end is desc and not desc.keys and _mostly_in(keys, first_keys):
                         # desc page 1 repeats asc page 1: the service ignores $orderBy (or every
                         # name ties); a second end would only read the list twice.
                         log.info("userentitlements: name desc starts like name asc; reading from one end")
                         desc.done = True
-                        met = False
-                        ready.append(fresh(page, keys))
                         continue
+                    other = desc if end is asc else asc
+                    met = met or any(k in other.keys for k in keys if k is not None)
                     end.keys.update(k for k in keys if k is not None)
-                    ready.append(fresh(page, keys))
                     end.advance(page)
                     complete = complete or end.token is None
         finally:

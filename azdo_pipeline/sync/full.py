@@ -147,7 +147,9 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
     team_of_group: dict[str, str] = {}
     team_edges: dict[str, list[str]] = {}
     names: dict[str, str] = {}
-    entitlement_pages_read: list[int] = []  # rows per entitlement page (a refusal after one is no scope issue)
+    entitlement_pages = 0  # a refusal after the first page is not a missing scope
+    # Request slots for the fan-outs (membership chunks, team members), the rest for the page chains.
+    fan_out = max(1, int(getattr(getattr(client, "settings", None), "max_concurrency", 8)) - RESERVED_FOR_CHAINS)
 
     async def read_entitlements() -> None:
         try:
@@ -155,15 +157,16 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
         except (AuthenticationError, PermissionDeniedError) as exc:
             # The brief's minimal read PAT (Graph + Project and Team) has no entitlement scope: the
             # users are still synced, without what only the entitlements know.
-            if entitlement_pages_read:
+            if entitlement_pages:
                 raise  # refused midway: not a missing scope
             _note(client, f"users: licence, licensing source, status, last access, date created and storage key "
                           f"are empty because reading user entitlements was refused (HTTP {exc.status}); give the "
                           "PAT the 'Member Entitlement Management (Read)' scope (vso.memberentitlementmanagement)")
 
     async def _read_entitlements() -> None:
+        nonlocal entitlement_pages
         async for page in client.entitlements.iter_user_entitlement_tables():
-            entitlement_pages_read.append(page.num_rows)
+            entitlement_pages += 1
             batch = columns.entitlement_batch(page, _ENTITLEMENT_PART)
             storage_keys.update(zip(batch.column("storage_key").to_pylist(), batch.column("descriptor").to_pylist(),
                                     strict=True))
@@ -244,10 +247,8 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
                 {**batch, "member_kind": columns.member_kinds(batch["member_descriptor"])},
                 schema=schemas.MEMBERSHIPS)))
 
-        slots = int(getattr(getattr(client, "settings", None), "max_concurrency", 8))
         async for container, members in client.memberships(group_descriptors, storage_keys=storage_keys,
-                                                            keys_ready=ents_done,
-                                                            max_in_flight=max(1, slots - RESERVED_FOR_CHAINS)):
+                                                            keys_ready=ents_done, max_in_flight=fan_out):
             containers.extend([container] * len(members))
             members_col.extend(members)
             if container in team_of_group:
@@ -293,8 +294,7 @@ async def _sync_into(client: SyncClient, w: dict[str, TableWriter], options: Syn
                           "group (no storage keys)")
         # One request per team can fill every slot of the client; the entitlement and user page chains
         # are sequential and on the critical path, so the fan-out leaves them room.
-        slots = int(getattr(getattr(client, "settings", None), "max_concurrency", 8))
-        sem = asyncio.Semaphore(max(1, slots - RESERVED_FOR_CHAINS))
+        sem = asyncio.Semaphore(fan_out)
 
         async def one(project_id: str, team_id: str) -> None:
             async with sem:

@@ -169,6 +169,18 @@ def read(fake: Entitlements, timeout: float = 10.0) -> tuple[list[str], Any]:
     return asyncio.run(asyncio.wait_for(go(), timeout))
 
 
+def read_via(handler: Callable[[httpx.Request], Any], timeout: float = 10.0) -> list[str]:
+    """Every storage key the table pages gave, with `handler` answering GET userentitlements."""
+    svc = FakeService()
+    svc.on("GET", ENDPOINT, handler)
+
+    async def go() -> list[str]:
+        async with await connect(svc) as c:
+            return keys_of(await read_tables(c))
+
+    return asyncio.run(asyncio.wait_for(go(), timeout))
+
+
 def pages_for(n: int) -> int:
     return max(1, math.ceil(n / PAGE))
 
@@ -711,14 +723,7 @@ def test_orderby_refused_falls_back_to_one_end(refuse: str, n: int) -> None:
                                  status=400)
         return await inner(request)
 
-    svc = FakeService()
-    svc.on("GET", ENDPOINT, handler)
-
-    async def go() -> list[str]:
-        async with await connect(svc) as c:
-            return keys_of(await read_tables(c))
-
-    keys = asyncio.run(asyncio.wait_for(go(), 10))
+    keys = read_via(handler)
     assert sorted(keys) == sorted(fake.rows) and len(keys) == len(set(keys))
     if refuse == "both":
         assert len(plain.requests) == pages_for(n)  # the whole list, unordered, once
@@ -733,22 +738,9 @@ def test_a_service_ignoring_orderby_is_read_once_from_one_end(n: int) -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         url = request.url
         if url.params.get("$orderBy") == DESC:  # answer as if the order were not there
-            params = dict(url.params)
-            params["$orderBy"] = ASC
-            token = params.get("continuationToken")
-            if token is not None and fake.tokens[token][0] == DESC:
-                _order, page_no, anchor = fake.tokens[token]
-                fake.tokens[token] = (ASC, page_no, anchor)
-            url = url.copy_with(params=params)
+            url = url.copy_merge_params({"$orderBy": ASC})
         return await inner(httpx.Request("GET", url))
 
-    svc = FakeService()
-    svc.on("GET", ENDPOINT, handler)
-
-    async def go() -> list[str]:
-        async with await connect(svc) as c:
-            return keys_of(await read_tables(c))
-
-    keys = asyncio.run(asyncio.wait_for(go(), 10))
+    keys = read_via(handler)
     assert sorted(keys) == sorted(fake.rows) and len(keys) == len(set(keys))
     assert len(fake.requests) <= pages_for(n) + 1, fake.requests  # the one desc page, then asc alone
