@@ -43,6 +43,7 @@ GRAPH_CHECK_SPECS = [dg.AssetCheckSpec(name, asset=asset, description=desc)
 def access_graph_build(context: dg.AssetExecutionContext, azdo: AzdoPipeline):
     """Builds every access-graph table of one organization from its latest raw snapshot."""
     org = context.partition_key
+    simulated = azdo.org(org).simulated  # simulator data is marked wherever it lands
     store = azdo.store()
     # One raw snapshot, even should a sync publish `latest` while this reads it.
     raw, raw_snapshot = store.read_consistent(schemas.RAW_TABLES, org)
@@ -58,6 +59,7 @@ def access_graph_build(context: dg.AssetExecutionContext, azdo: AzdoPipeline):
             "dagster/column_schema": column_schema(schema),
             "path": dg.MetadataValue.path(str(store.latest_path(name, org))),
             "snapshot": snapshot,
+            "simulated": simulated,
             "raw snapshot": raw_snapshot or "latest",
         })
     outcomes = graph_checks.run_all(raw, graph)

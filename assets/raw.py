@@ -53,6 +53,7 @@ def _preview(table: pa.Table) -> dg.MetadataValue:
 def azdo_raw_sync(context: dg.AssetExecutionContext, azdo: AzdoPipeline):
     """Full sync of one organization: every raw table, streamed page by page into one snapshot."""
     org = context.partition_key
+    simulated = azdo.org(org).simulated  # simulator data is marked wherever it lands
     snapshot = new_snapshot_id(run_id=context.run.run_id)
     report: SyncReport = azdo.full_sync(org, snapshot)
     store = azdo.store()
@@ -64,6 +65,7 @@ def azdo_raw_sync(context: dg.AssetExecutionContext, azdo: AzdoPipeline):
             "dagster/column_schema": column_schema(schema),
             "path": dg.MetadataValue.path(str(res.path)),
             "snapshot": snapshot,
+            "simulated": simulated,
             "enabled": res.enabled,
             "requests (whole sync)": report.requests,
             "duration_s (whole sync)": round(report.duration_s, 3),

@@ -1,8 +1,8 @@
 """Pipeline configuration: one YAML file, validated on load (documented in docs/configuration.md).
 
 Where it comes from: `load_config(path)`; path None -> env AZDO_PIPELINE_CONFIG ->
-./azdo-pipeline.yaml -> the built-in default (organization "fabrikam" served by the embedded
-simulator), so `dagster dev` works with no configuration at all.
+./azdo-pipeline.yaml. With neither, loading fails with a message naming both (and
+`azdo-pipeline dev`, which serves the simulator): the pipeline never targets anything by default.
 
 Secrets never live in the file: it holds only the NAMES of environment variables (`pat_env`,
 `client_secret_env`). Every error names the setting and the fix; all problems in a file are
@@ -29,7 +29,6 @@ ENV_CONFIG = "AZDO_PIPELINE_CONFIG"
 DEFAULT_FILE = "azdo-pipeline.yaml"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_HOST = "https://graph.microsoft.com"
-SIM_SIZES = ("tiny", "small", "medium", "large", "xl")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ORG_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$")
@@ -69,6 +68,9 @@ class OrganizationConfig:
     incremental_sync: bool = False
     entra_group_provisioning: bool = False
     concurrency: int = 8
+    # Set by the simulator's demo/dev configuration: every snapshot and materialization of this
+    # organization is then marked simulated, so simulated data can never pass for real.
+    simulated: bool = False
 
     def client_settings(self, **overrides: Any) -> ClientSettings:
         return ClientSettings(max_concurrency=self.concurrency, ca_bundle=self.ca_bundle, **overrides)
@@ -83,19 +85,9 @@ OrgConfig = OrganizationConfig  # short alias used by the Dagster resource layer
 
 
 @dataclass(frozen=True)
-class SimulatorSettings:
-    """The bundled simulator: `embedded` starts it in-process (the default configuration)."""
-
-    size: str = "small"
-    seed: int = 42
-    embedded: bool = True
-
-
-@dataclass(frozen=True)
 class PipelineConfig:
     data_dir: Path
     organizations: tuple[OrganizationConfig, ...]
-    simulator: SimulatorSettings | None = None
     source: str = "<default>"  # the file it came from, or "<default>"
 
     def org(self, name: str) -> OrganizationConfig:
@@ -113,14 +105,12 @@ class PipelineConfig:
         """Problems with the environment the file refers to (unset secret variables), as messages.
 
         Not part of load_config: Dagster loads definitions where secrets may be absent; call this
-        before a run starts. With the embedded simulator the PAT comes from the simulator.
+        before a run starts.
         """
         env = os.environ if environ is None else environ
         problems = []
         for i, o in enumerate(self.organizations):
             if isinstance(o.auth, PatAuth):
-                if self.simulator is not None and self.simulator.embedded:
-                    continue
                 if not env.get(o.auth.pat_env):
                     problems.append(f"organizations[{i}].auth.pat_env: environment variable {o.auth.pat_env} "
                                     f"is not set; export the PAT for {o.name} in it")
@@ -128,16 +118,6 @@ class PipelineConfig:
                 problems.append(f"organizations[{i}].auth.client_secret_env: environment variable "
                                 f"{o.auth.client_secret_env} is not set; export the Entra app's client secret")
         return problems
-
-
-def default_config() -> PipelineConfig:
-    """No configuration anywhere: one organization served by the embedded simulator."""
-    return PipelineConfig(
-        data_dir=Path("data").resolve(),
-        organizations=(OrganizationConfig(name="fabrikam", url="https://dev.azure.com/fabrikam",
-                                          auth=PatAuth(pat_env="AZDO_PAT")),),
-        simulator=SimulatorSettings(size="small", seed=42, embedded=True),
-        source="<default>")
 
 
 def load_config(path: str | Path | None = None) -> PipelineConfig:
@@ -152,7 +132,10 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         elif Path(DEFAULT_FILE).exists():
             path = DEFAULT_FILE
         else:
-            return default_config()
+            raise ConfigurationError(
+                f"no configuration: set {ENV_CONFIG} to your configuration file or create ./{DEFAULT_FILE} "
+                "(docs/configuration.md); to try the pipeline against the bundled simulator instead, run "
+                "`azdo-pipeline dev` from the repository")
     p = Path(path)
     if not p.exists():
         raise ConfigurationError(f"configuration file {p} does not exist")
@@ -164,10 +147,9 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
 
 
 # ---- validation ---------------------------------------------------------------------------
-_TOP = ("data_dir", "simulator", "organizations")
-_SIM = ("size", "seed", "embedded")
+_TOP = ("data_dir", "organizations")
 _ORG = ("name", "url", "auth", "ca_bundle", "sync_teams", "sync_organizations", "incremental_sync",
-        "entra_group_provisioning", "concurrency")
+        "entra_group_provisioning", "concurrency", "simulated")
 _PAT = ("method", "pat_env")
 _OAUTH = ("method", "tenant_id", "client_id", "client_secret_env", "token_cache", "authority_host", "graph_host")
 
@@ -243,7 +225,7 @@ def parse_config(data: Any, *, source: str = "<dict>", base_dir: Path | None = N
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigurationError(f"{source}: the top level must be a mapping with data_dir, simulator, "
+        raise ConfigurationError(f"{source}: the top level must be a mapping with data_dir and "
                                  "organizations")
     errs.unknown_keys("", data, _TOP)
 
@@ -252,24 +234,6 @@ def parse_config(data: Any, *, source: str = "<dict>", base_dir: Path | None = N
         errs.add("data_dir", "must be a directory path (where Parquet snapshots go)")
         data_dir_raw = "data"
     data_dir = _path(base_dir or Path.cwd(), data_dir_raw)
-
-    simulator: SimulatorSettings | None = None
-    sim_raw = data.get("simulator")
-    if sim_raw is not None:
-        if not isinstance(sim_raw, dict):
-            errs.add("simulator", "must be a mapping with size, seed, embedded")
-        else:
-            errs.unknown_keys("simulator", sim_raw, _SIM)
-            size = sim_raw.get("size", "small")
-            if size not in SIM_SIZES:
-                errs.add("simulator.size", f"must be one of {', '.join(SIM_SIZES)}, got {size!r}")
-                size = "small"
-            seed = sim_raw.get("seed", 42)
-            if not isinstance(seed, int) or isinstance(seed, bool):
-                errs.add("simulator.seed", f"must be an integer, got {seed!r}")
-                seed = 42
-            simulator = SimulatorSettings(size=size, seed=seed,
-                                          embedded=_bool(errs, "simulator.embedded", sim_raw.get("embedded"), True))
 
     orgs_raw = data.get("organizations")
     orgs: list[OrganizationConfig] = []
@@ -290,7 +254,7 @@ def parse_config(data: Any, *, source: str = "<dict>", base_dir: Path | None = N
             seen.setdefault(key, i)
             orgs.append(org)
     errs.raise_if_any()
-    return PipelineConfig(data_dir=data_dir, organizations=tuple(orgs), simulator=simulator, source=source)
+    return PipelineConfig(data_dir=data_dir, organizations=tuple(orgs), source=source)
 
 
 def _parse_org(errs: _Errors, where: str, raw: Any, base_dir: Path | None) -> OrganizationConfig | None:
@@ -337,7 +301,8 @@ def _parse_org(errs: _Errors, where: str, raw: Any, base_dir: Path | None) -> Or
         sync_teams=_bool(errs, f"{where}.sync_teams", raw.get("sync_teams"), False),
         sync_organizations=_bool(errs, f"{where}.sync_organizations", raw.get("sync_organizations"), False),
         incremental_sync=_bool(errs, f"{where}.incremental_sync", raw.get("incremental_sync"), False),
-        entra_group_provisioning=entra, concurrency=concurrency)
+        entra_group_provisioning=entra, concurrency=concurrency,
+        simulated=_bool(errs, f"{where}.simulated", raw.get("simulated"), False))
 
 
 def _parse_auth(errs: _Errors, where: str, raw: Any, base_dir: Path | None) -> PatAuth | OAuthAuth | None:

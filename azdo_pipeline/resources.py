@@ -1,7 +1,7 @@
 """Dagster resources: configuration, Azure DevOps clients and the Parquet store.
 
 Secrets never pass through here as values: the YAML configuration names environment variables
-(or the embedded simulator provides its own PAT), so run config and the UI show nothing secret.
+, so run config and the UI show nothing secret.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class AzdoPipeline(dg.ConfigurableResource):
     """Organizations, credentials and where the Parquet goes.
 
     `config_path`: the YAML configuration (docs/configuration.md). Unset: `$AZDO_PIPELINE_CONFIG`,
-    then `./azdo-pipeline.yaml`, then the embedded simulator. `data_dir` overrides the file's.
+    then `./azdo-pipeline.yaml`. `data_dir` overrides the file's.
     """
 
     config_path: str | None = Field(default=None, description="Path of the YAML configuration file.")
@@ -54,20 +54,9 @@ class AzdoPipeline(dg.ConfigurableResource):
         problems = [p for p in cfg.check_environment() if p.startswith(f"organizations[{index}].")]
         if problems:
             raise dg.Failure("; ".join(problems))
-        transport = None
-        if cfg.simulator is not None and cfg.simulator.embedded:
-            from .auth import PatCredential
-            from .simulator.embedded import embedded
+        from .auth import credential_for
 
-            sim = embedded(org.name, cfg.simulator.size, cfg.simulator.seed)
-            credential = PatCredential(sim.pat)
-            transport = sim.transport()
-        else:
-            from .auth import credential_for
-
-            credential = credential_for(org)
-        client = await AzureDevOpsClient.connect(org.url, credential, settings=org.client_settings(),
-                                                 transport=transport)
+        client = await AzureDevOpsClient.connect(org.url, credential_for(org), settings=org.client_settings())
         try:
             yield client
         finally:
@@ -76,7 +65,8 @@ class AzdoPipeline(dg.ConfigurableResource):
     def full_sync(self, name: str, snapshot: str) -> SyncReport:
         cfg = self.config()  # read the file once per run
         org = self.org(name, cfg)
-        options = SyncOptions(sync_teams=org.sync_teams, sync_organizations=org.sync_organizations)
+        options = SyncOptions(sync_teams=org.sync_teams, sync_organizations=org.sync_organizations,
+                              simulated=org.simulated)
 
         async def run() -> SyncReport:
             async with self.client(name, cfg) as client:

@@ -115,11 +115,12 @@ class Store:
                 return {n: pq.read_table(p) for n, p in paths.items()}, snapshot
         return {n: self.read_latest(n, org) for n in names}, None
 
-    def write_manifest(self, org: str, snapshot: str, tables: Mapping[str, Any]) -> Path:
+    def write_manifest(self, org: str, snapshot: str, tables: Mapping[str, Any], *,
+                       simulated: bool = False) -> Path:
         path = self.data_dir / "_snapshots" / f"org={org}" / f"{snapshot}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps({"org": org, "snapshot": snapshot,
+        tmp.write_text(json.dumps({"org": org, "snapshot": snapshot, "simulated": simulated,
                                    "completed_at": datetime.now(UTC).isoformat(),
                                    "tables": dict(tables)}, indent=2, default=str))
         os.replace(tmp, path)

@@ -39,9 +39,9 @@ ORG = "fabrikam"
 
 # ---- raw data ---------------------------------------------------------------------------
 def simulated_raw(size: str, seed: int) -> dict[str, pa.Table]:
-    from azdo_pipeline.simulator.generator import generate
-    from azdo_pipeline.simulator.state import World
-    from azdo_pipeline.simulator.truth import ground_truth
+    from azdo_sim.generator import generate
+    from azdo_sim.state import World
+    from azdo_sim.truth import ground_truth
 
     world = World(seed=seed)
     org = generate(world, ORG, size=size, seed=seed)

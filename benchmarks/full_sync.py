@@ -38,7 +38,7 @@ NAIVE_SCOPES = ["vso.graph", "vso.project", "vso.memberentitlementmanagement", "
 
 def _minimum_requests(org: Any, batch: int, sync_teams: bool) -> dict[str, int]:
     """Fewest requests the API allows for a full sync of `org` (reference §2 page sizes)."""
-    from azdo_pipeline.simulator.truth import ground_truth
+    from azdo_sim.truth import ground_truth
 
     truth = ground_truth(org)
     known = {u["storage_key"] for u in truth["users"]} | {g["storage_key"] for g in truth["groups"]}
@@ -68,10 +68,10 @@ def _minimum_requests(org: Any, batch: int, sync_teams: bool) -> dict[str, int]:
 
 
 def serve(size: str, seed: int, sync_teams: bool, queue: Any, stop: Any) -> None:
-    from azdo_pipeline.simulator.generator import generate
-    from azdo_pipeline.simulator.routes_identities import IDENTITY_BATCH_MAX
-    from azdo_pipeline.simulator.server import SimulatorServer
-    from azdo_pipeline.simulator.state import World
+    from azdo_sim.generator import generate
+    from azdo_sim.routes_identities import IDENTITY_BATCH_MAX
+    from azdo_sim.server import SimulatorServer
+    from azdo_sim.state import World
 
     world = World(seed=seed)
     org = generate(world, ORG, size=size, seed=seed)

@@ -43,8 +43,8 @@ def _rss_mb() -> float:
 
 # ---- child: generate one size ---------------------------------------------------------------
 def child_generate(size: str, seed: int) -> None:
-    from azdo_pipeline.simulator.generator import generate, max_nesting_depth
-    from azdo_pipeline.simulator.state import World
+    from azdo_sim.generator import generate, max_nesting_depth
+    from azdo_sim.state import World
 
     base = _rss_mb()
     t0 = time.perf_counter()
@@ -64,9 +64,9 @@ def child_generate(size: str, seed: int) -> None:
 
 # ---- child: serve one size ------------------------------------------------------------------
 def child_serve(size: str, seed: int, tls: bool) -> None:
-    from azdo_pipeline.simulator.generator import generate
-    from azdo_pipeline.simulator.server import SimulatorServer
-    from azdo_pipeline.simulator.state import World
+    from azdo_sim.generator import generate
+    from azdo_sim.server import SimulatorServer
+    from azdo_sim.state import World
 
     world = World(seed=seed)
     org = generate(world, ORG, size=size, seed=seed)

@@ -31,9 +31,9 @@ ORG = "fabrikam"
 
 
 def _setup(size: str) -> tuple[Any, Any, Any]:
-    from azdo_pipeline.simulator.generator import generate
-    from azdo_pipeline.simulator.server import in_process_client
-    from azdo_pipeline.simulator.state import World
+    from azdo_sim.generator import generate
+    from azdo_sim.server import in_process_client
+    from azdo_sim.state import World
 
     w = World(seed=1)
     org = generate(w, ORG, size=size, seed=1)
@@ -107,8 +107,7 @@ def _profile(world: Any, client: Any, url: str, repeat: int) -> None:
     import asyncio
 
     import httpx
-
-    from azdo_pipeline.simulator.app import create_app
+    from azdo_sim.app import create_app
 
     async def run() -> None:
         transport = httpx.ASGITransport(app=create_app(world), client=("127.0.0.1", 50000))
@@ -129,8 +128,7 @@ def _raw_asgi_ms(world: Any, client: Any, url: str, repeat: int) -> float:
     import asyncio
 
     import httpx
-
-    from azdo_pipeline.simulator.app import create_app
+    from azdo_sim.app import create_app
 
     app = create_app(world)
     u = httpx.URL(url)

@@ -1,6 +1,6 @@
 """Shared fixtures for the whole suite.
 
-Simulator fixtures (azdo_pipeline.simulator):
+Simulator fixtures (azdo_sim):
 
 - `tiny` → `TinySim(world, org, pat)`: a fresh `World` (seed 7) holding one tiny organization
   "fabrikam" (from `simulator.generator.generate(..., size="tiny")`, or a small hand-built org when
@@ -26,16 +26,43 @@ Simulator fixtures (azdo_pipeline.simulator):
 from __future__ import annotations
 
 import base64
+import os
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
-
-from azdo_pipeline.simulator.faults import faults_of
-from azdo_pipeline.simulator.state import OrgState, World
+from azdo_sim.faults import faults_of
+from azdo_sim.state import OrgState, World
 
 ORG = "fabrikam"
+
+# The repository stands alone: a test that reads anything beside it (e.g. ../shared) fails, so a
+# clone with nothing next to it runs the same suite as a developer machine.
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _outside_repo(path: object) -> str | None:
+    if not isinstance(path, str | bytes | os.PathLike):
+        return None
+    full = os.path.abspath(os.fsdecode(path))
+    beside = str(REPO.parent) + os.sep
+    if full.startswith(beside) and not (full + os.sep).startswith(str(REPO) + os.sep):
+        return full
+    return None
+
+
+def _no_reads_beside_the_repo(event: str, args: tuple[object, ...]) -> None:
+    if event in ("open", "os.listdir", "os.scandir") and args:
+        outside = _outside_repo(args[0])
+        if outside is not None:
+            raise PermissionError(f"tests must not read outside the repository ({outside}); copy what the test "
+                                  "needs into tests/data with its licence")
+
+
+sys.addaudithook(_no_reads_beside_the_repo)
 
 
 @dataclass
@@ -88,7 +115,7 @@ def build_tiny_org_by_hand(world: World, name: str = ORG) -> OrgState:
 def make_tiny(seed: int = 7, name: str = ORG) -> TinySim:
     world = World(seed=seed)
     try:
-        from azdo_pipeline.simulator.generator import generate
+        from azdo_sim.generator import generate
 
         org = generate(world, name, size="tiny", seed=seed)
     except ImportError:  # generator (or a module it needs) not there yet: build one by hand
@@ -135,7 +162,7 @@ def _headers(pat: str | None, suppress: bool) -> dict[str, str]:
 
 @pytest.fixture
 def asgi_client_for() -> Iterator[Callable[..., httpx.Client]]:
-    from azdo_pipeline.simulator.server import in_process_client
+    from azdo_sim.server import in_process_client
 
     made: list[httpx.Client] = []
 
@@ -162,7 +189,7 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def async_asgi_client(tiny: TinySim) -> httpx.AsyncClient:
-    from azdo_pipeline.simulator.app import create_app
+    from azdo_sim.app import create_app
 
     transport = httpx.ASGITransport(app=create_app(tiny.world))
     async with httpx.AsyncClient(transport=transport, base_url="https://dev.azure.com",
@@ -175,7 +202,7 @@ def sim_server_for() -> Iterator[Callable[..., object]]:
     """Factory: `sim_server_for(world=None, *, size="tiny", seed=7, tls=True)` → a started
     SimulatorServer (with `.pat`, a full-access PAT of the owner of "fabrikam" when the fixture
     generated the world); every server is stopped at teardown."""
-    from azdo_pipeline.simulator.server import SimulatorServer
+    from azdo_sim.server import SimulatorServer
 
     started: list[SimulatorServer] = []
 
@@ -183,7 +210,7 @@ def sim_server_for() -> Iterator[Callable[..., object]]:
                 tls: bool = True) -> SimulatorServer:
         pat = None
         if world is None:
-            from azdo_pipeline.simulator.generator import generate
+            from azdo_sim.generator import generate
 
             world = World(seed=seed)
             org = generate(world, ORG, size=size, seed=seed)
@@ -201,7 +228,7 @@ def sim_server_for() -> Iterator[Callable[..., object]]:
 
 @pytest.fixture(scope="module")
 def sim_server() -> Iterator[object]:
-    from azdo_pipeline.simulator.server import SimulatorServer
+    from azdo_sim.server import SimulatorServer
 
     sim = make_tiny()
     server = SimulatorServer(sim.world)

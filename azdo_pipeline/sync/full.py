@@ -78,6 +78,7 @@ class SyncClient(Protocol):
 class SyncOptions:
     sync_teams: bool = False
     sync_organizations: bool = False
+    simulated: bool = False  # the organization is the simulator's: the manifest says so
 
 
 @dataclass
@@ -128,7 +129,7 @@ async def full_sync(client: SyncClient, store: Store, org: str, snapshot: str,
     report.duration_s = time.monotonic() - started
     store.write_manifest(org, snapshot, {
         n: {"rows": t.rows, "enabled": t.enabled} for n, t in report.tables.items()} | {
-        "_requests": report.requests})
+        "_requests": report.requests}, simulated=options.simulated)
     return report
 
 

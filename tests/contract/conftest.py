@@ -17,8 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from azdo_pipeline.simulator.state import Identity, OrgState, Project, Team, World
+from azdo_sim.state import Identity, OrgState, Project, Team, World
 
 ORG = "fabrikam"
 VSSPS = f"https://vssps.dev.azure.com/{ORG}"
@@ -94,7 +93,7 @@ class Sim:
     """
 
     def __init__(self, world: World, pat: str | None) -> None:
-        from azdo_pipeline.simulator.app import create_app
+        from azdo_sim.app import create_app
 
         self.app = create_app(world)
         self.headers = {"X-TFS-FedAuthRedirect": "Suppress", "Accept": "application/json"}

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,9 +34,8 @@ from typing import Any
 import jsonschema
 from jsonschema import Draft202012Validator
 
-# The specs sit beside the project (../shared), on developer machines and in CI alike.
-_BESIDE = Path(__file__).resolve().parents[2].parent / "shared" / "azure-devops-rest-specs"
-SPECS_ROOT = Path(os.environ.get("AZDO_REST_SPECS", str(_BESIDE)))
+# The official specs the contract tests use are kept in the repository (with their MIT licence).
+SPECS_ROOT = Path(__file__).resolve().parents[1] / "data" / "azure-devops-rest-specs"
 
 # area -> spec file (relative to SPECS_ROOT)
 AREAS: dict[str, str] = {

@@ -5,8 +5,7 @@ groups, history) must serialise within the spec too."""
 from __future__ import annotations
 
 import pytest
-
-from azdo_pipeline.simulator.state import OrgState
+from azdo_sim.state import OrgState
 
 from .conftest import AUDIT, CORE, ORG, VSAEX, VSSPS, Sim
 from .helpers import assert_contract
@@ -19,8 +18,8 @@ D15 = "D15 docs/spec-deviations.md: Entra/ADO groups as team members (behaviour 
 
 @pytest.fixture(scope="module")
 def gen() -> tuple[Sim, OrgState]:
-    from azdo_pipeline.simulator.generator import generate
-    from azdo_pipeline.simulator.state import World
+    from azdo_sim.generator import generate
+    from azdo_sim.state import World
 
     world = World(seed=3)
     org = generate(world, ORG, size="tiny", seed=3)

@@ -57,7 +57,7 @@ def test_users_list(sim: Sim, cw: ContractWorld) -> None:
 def test_users_list_pages_with_the_continuation_header(sim: Sim, cw: ContractWorld,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """D3: the next page is announced only by the X-MS-ContinuationToken header."""
-    from azdo_pipeline.simulator import routes_graph
+    from azdo_sim import routes_graph
 
     monkeypatch.setattr(routes_graph, "PAGE_SIZE", 2)
     seen: list[str] = []

@@ -76,7 +76,7 @@ def test_users_list_subject_types(sim: Sim, types: str, expected: set[str]) -> N
 def test_every_graph_list_pages_by_header(sim_rw: Sim, cw_rw: ContractWorld, monkeypatch: pytest.MonkeyPatch,
                                           resource: str, op: str, extra: list[str]) -> None:
     """D3: follow X-MS-ContinuationToken until it is missing; never stop on a short page."""
-    from azdo_pipeline.simulator import routes_graph
+    from azdo_sim import routes_graph
 
     for i in range(3):
         cw_rw.org.add_service_principal(display_name=f"sp-{i}")
@@ -112,7 +112,7 @@ def test_filtered_pages_can_be_empty_and_still_carry_the_token(sim: Sim, cw: Con
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """D3 / behaviour doc §2: the page is read first and filtered after, so a filtered page may be empty
     while X-MS-ContinuationToken says more follows; a client must not stop there."""
-    from azdo_pipeline.simulator import routes_graph
+    from azdo_sim import routes_graph
 
     monkeypatch.setattr(routes_graph, "PAGE_SIZE", 2)
     params = {"api-version": "7.1-preview.1", "subjectTypes": "svc"}

@@ -40,7 +40,7 @@ NO_SCHEMA_TESTS = {
 
 def _served() -> list[tuple[str, str, str]]:
     """(method, internal path, module) of every Azure DevOps route of the simulator."""
-    from azdo_pipeline.simulator import (
+    from azdo_sim import (
         discovery,
         routes_accounts,
         routes_audit,

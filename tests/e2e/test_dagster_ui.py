@@ -3,6 +3,7 @@ GraphQL API (what the UI's Materialize button does) syncs an organization and bu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,9 +18,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from azdo_sim.generator import generate
+from azdo_sim.server import SimulatorServer
+from azdo_sim.state import World
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 ROOT = Path(__file__).resolve().parents[2]
+ORG = "sim-fabrikam"
 
 
 def _free_port() -> int:
@@ -40,25 +45,30 @@ def _gql(port: int, query: str, variables: dict | None = None) -> dict:
 
 @pytest.fixture(params=["dagster dev", "azdo-pipeline dev"])
 def dagster_dev(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[int, Path]]:
-    """`dagster dev` with a configuration naming the embedded simulator, or `azdo-pipeline dev`
-    (the README's command: a simulator over TLS on 127.0.0.1 plus `dagster dev`)."""
+    """`dagster dev` with a configuration naming a simulator this test serves over TLS, or
+    `azdo-pipeline dev` (the README's command: a simulator over TLS on 127.0.0.1 plus `dagster dev`)."""
     home = tmp_path / "home"
     home.mkdir()
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     data = tmp_path / "data"
     port = _free_port()
     env = dict(os.environ, DAGSTER_HOME=str(home))
+    stack = contextlib.ExitStack()
     if request.param == "dagster dev":
+        world = World(seed=9)
+        state = generate(world, ORG, size="tiny", seed=9)
+        server = stack.enter_context(SimulatorServer(world))
         cfg = tmp_path / "azdo-pipeline.yaml"
         cfg.write_text(yaml.safe_dump({
-            "data_dir": str(data), "simulator": {"size": "tiny", "seed": 9, "embedded": True},
-            "organizations": [{"name": "fabrikam", "url": "https://dev.azure.com/fabrikam",
-                               "auth": {"method": "pat", "pat_env": "AZDO_PAT"}}]}))
+            "data_dir": str(data),
+            "organizations": [{"name": ORG, "url": server.org_url(ORG), "ca_bundle": str(server.ca_file),
+                               "simulated": True, "auth": {"method": "pat", "pat_env": "AZDO_E2E_PAT"}}]}))
         env["AZDO_PIPELINE_CONFIG"] = str(cfg)
+        env["AZDO_E2E_PAT"] = world.issue_pat(ORG, state.owner_key, {"app_token"}).token
         cmd = [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-p", str(port)]
     else:
-        cmd = [sys.executable, "-m", "azdo_pipeline.cli",
-               "dev", "--size", "tiny", "--data-dir", str(data), "--ui-port", str(port)]
+        cmd = [sys.executable, "-m", "azdo_pipeline.cli", "dev", "--org", ORG,
+               "--size", "tiny", "--data-dir", str(data), "--ui-port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -79,6 +89,7 @@ def dagster_dev(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tupl
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+        stack.close()
 
 
 def test_ui_launches_a_sync_that_writes_the_graph(dagster_dev: tuple[int, Path]) -> None:
@@ -89,15 +100,15 @@ def test_ui_launches_a_sync_that_writes_the_graph(dagster_dev: tuple[int, Path])
     assert [(e["name"], e["locationOrLoadError"]["__typename"]) for e in entries] == [
         ("azdo_pipeline", "RepositoryLocation")]
     repo = {"repositoryLocationName": "azdo_pipeline", "repositoryName": "__repository__"}
-    added = _gql(port, "mutation($r: RepositorySelector!) { addDynamicPartition(repositorySelector: $r, "
-                       "partitionsDefName: \"azdo_org\", partitionKey: \"fabrikam\") { __typename } }", {"r": repo})
+    added = _gql(port, "mutation($r: RepositorySelector!, $k: String!) { addDynamicPartition(repositorySelector: $r, "
+                       "partitionsDefName: \"azdo_org\", partitionKey: $k) { __typename } }", {"r": repo, "k": ORG})
     # the register_organizations sensor (running by default) may have added it already
     assert added["addDynamicPartition"]["__typename"] in ("AddDynamicPartitionSuccess",
                                                           "DuplicateDynamicPartitionError")
     launched = _gql(port, """mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
         __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }""",
                     {"p": {"selector": {**repo, "jobName": "full_sync_job"},
-                           "executionMetadata": {"tags": [{"key": "dagster/partition", "value": "fabrikam"}]}}})
+                           "executionMetadata": {"tags": [{"key": "dagster/partition", "value": ORG}]}}})
     assert launched["launchRun"]["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["launchRun"]["run"]["runId"]
     status = None
@@ -110,4 +121,4 @@ def test_ui_launches_a_sync_that_writes_the_graph(dagster_dev: tuple[int, Path])
         time.sleep(2)
     assert status == "SUCCESS"
     for table in ("users", "memberships", "effective_grants"):
-        assert (data / "latest" / table / "org=fabrikam" / f"{table}.parquet").exists(), table
+        assert (data / "latest" / table / f"org={ORG}" / f"{table}.parquet").exists(), table

@@ -3,20 +3,21 @@ through Dagster; the graph tables exist and match the simulator's state recomput
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from pathlib import Path
 
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from azdo_sim.generator import generate
+from azdo_sim.state import World
 
 from azdo_pipeline import cli
 from azdo_pipeline.accessgraph.schemas import DERIVED_TABLES
-from azdo_pipeline.simulator.generator import generate
-from azdo_pipeline.simulator.state import World
 
 pytestmark = pytest.mark.timeout(300)
-ORG = "fabrikam"
+ORG = "sim-fabrikam"
 
 
 def _closure(world: World) -> dict[tuple[str, str], int]:
@@ -41,6 +42,8 @@ def test_demo_builds_graph_equal_to_independent_closure(tmp_path: Path, capsys: 
     out = capsys.readouterr().out
     assert "asset checks: 15/15 passed" in out and str(tmp_path) in out
     latest = tmp_path / "latest"
+    manifests = list((tmp_path / "_snapshots" / f"org={ORG}").glob("*.json"))
+    assert manifests and all(json.loads(m.read_text())["simulated"] is True for m in manifests)
     for name in DERIVED_TABLES:
         assert (latest / name / f"org={ORG}" / f"{name}.parquet").exists(), name
 

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 import requests
+from azdo_sim import entra
+from azdo_sim.generator import generate
+from azdo_sim.server import SimulatorServer
+from azdo_sim.state import World
+from azdo_sim.tokens import store_of
 
 from azdo_pipeline.auth import GraphAppCredential, OAuthCredential, OAuthSettings, login
 from azdo_pipeline.client import AzureDevOpsClient, ClientSettings, MicrosoftGraphClient, PermissionDeniedError
 from azdo_pipeline.client.secrets import Secret
-from azdo_pipeline.simulator import entra
-from azdo_pipeline.simulator.generator import generate
-from azdo_pipeline.simulator.server import SimulatorServer
-from azdo_pipeline.simulator.state import World
-from azdo_pipeline.simulator.tokens import store_of
 
 pytestmark = pytest.mark.timeout(120)
 ORG = "fabrikam"

@@ -8,6 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from azdo_sim.generator import generate
+from azdo_sim.server import SimulatorServer
+from azdo_sim.state import World
+from azdo_sim.truth import ground_truth
 
 from azdo_pipeline.auth import PatCredential
 from azdo_pipeline.client import (
@@ -17,10 +21,6 @@ from azdo_pipeline.client import (
     NotFoundError,
     TransientError,
 )
-from azdo_pipeline.simulator.generator import generate
-from azdo_pipeline.simulator.server import SimulatorServer
-from azdo_pipeline.simulator.state import World
-from azdo_pipeline.simulator.truth import ground_truth
 
 pytestmark = pytest.mark.timeout(120)
 ORG = "fabrikam"

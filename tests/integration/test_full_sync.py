@@ -1,6 +1,6 @@
 """Full sync over real HTTPS on 127.0.0.1: every Parquet table equals the simulator's ground truth.
 
-The ground truth (azdo_pipeline.simulator.truth) reads the simulator's state directly, so a bug
+The ground truth (azdo_sim.truth) reads the simulator's state directly, so a bug
 shared by the client and the routes cannot hide here.
 """
 
@@ -17,16 +17,16 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import requests
+from azdo_sim import entra
+from azdo_sim.generator import generate
+from azdo_sim.server import SimulatorServer
+from azdo_sim.state import World
+from azdo_sim.truth import ground_truth
 
 from azdo_pipeline import schemas
 from azdo_pipeline.auth import OAuthCredential, OAuthSettings, PatCredential, login
 from azdo_pipeline.client import AzureDevOpsClient, ClientSettings
 from azdo_pipeline.client.secrets import Secret
-from azdo_pipeline.simulator import entra
-from azdo_pipeline.simulator.generator import generate
-from azdo_pipeline.simulator.server import SimulatorServer
-from azdo_pipeline.simulator.state import World
-from azdo_pipeline.simulator.truth import ground_truth
 from azdo_pipeline.store import Store
 from azdo_pipeline.sync.full import SyncOptions, SyncReport, full_sync
 

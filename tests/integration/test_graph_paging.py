@@ -6,10 +6,10 @@ import ssl
 
 import httpx
 import pytest
+from azdo_sim import routes_graph
+from azdo_sim import truth as truth_mod
+from azdo_sim.server import SimulatorServer
 
-from azdo_pipeline.simulator import routes_graph
-from azdo_pipeline.simulator import truth as truth_mod
-from azdo_pipeline.simulator.server import SimulatorServer
 from tests.conftest import basic_auth
 from tests.unit.test_sim_graph_paging import PAGE, paging_world
 

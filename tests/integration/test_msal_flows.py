@@ -20,9 +20,8 @@ from urllib.parse import parse_qsl, urlsplit
 import msal
 import pytest
 import requests
-
-from azdo_pipeline.simulator import entra
-from azdo_pipeline.simulator.tokens import ADO_RESOURCE, store_of
+from azdo_sim import entra
+from azdo_sim.tokens import ADO_RESOURCE, store_of
 
 ADO_SCOPE = f"{ADO_RESOURCE}/user_impersonation"
 ADO_DEFAULT = f"{ADO_RESOURCE}/.default"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from azdo_sim.server import SimulatorServer
+from azdo_sim.state import World
 
-from azdo_pipeline.simulator.server import SimulatorServer
-from azdo_pipeline.simulator.state import World
 from tests.conftest import ORG, basic_auth, make_tiny
 
 SUPPRESS = {"X-TFS-FedAuthRedirect": "Suppress"}
@@ -117,7 +117,7 @@ def test_cli_simulate_prints_and_serves(tmp_path) -> None:
     """`azdo-pipeline simulate` prints what a user needs, then serves until interrupted."""
     import signal
 
-    proc = subprocess.Popen([sys.executable, "-m", "azdo_pipeline.cli", "simulate", "--size", "tiny",
+    proc = subprocess.Popen([sys.executable, "-m", "azdo_sim.cli", "simulate", "--size", "tiny",
                              "--port", "0", "--cert-dir", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -151,9 +151,8 @@ def test_cli_simulate_prints_and_serves(tmp_path) -> None:
 
 
 def test_unexpected_error_is_a_json_500() -> None:
+    from azdo_sim.app import create_app
     from starlette.routing import Route
-
-    from azdo_pipeline.simulator.app import create_app
 
     async def boom(request: object) -> None:
         raise RuntimeError("kaput")

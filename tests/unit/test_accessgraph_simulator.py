@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pytest
+from azdo_sim.generator import generate
+from azdo_sim.state import PROJECT_ROLES, World
+from azdo_sim.truth import ground_truth
 
 from azdo_pipeline.accessgraph.build import build_access_graph
 from azdo_pipeline.accessgraph.checks import run_all
 from azdo_pipeline.schemas import RAW_TABLES
-from azdo_pipeline.simulator.generator import generate
-from azdo_pipeline.simulator.state import PROJECT_ROLES, World
-from azdo_pipeline.simulator.truth import ground_truth
 
 ORG = "fabrikam"
 

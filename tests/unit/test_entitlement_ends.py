@@ -34,13 +34,13 @@ from urllib.parse import parse_qs
 import httpx
 import pyarrow as pa
 import pytest
+from azdo_sim.app import create_app
+from azdo_sim.generator import generate
+from azdo_sim.state import OrgState, World
+from azdo_sim.truth import ground_truth
 
 from azdo_pipeline.auth import PatCredential
 from azdo_pipeline.client import AzureDevOpsClient, AzureDevOpsError, ClientSettings
-from azdo_pipeline.simulator.app import create_app
-from azdo_pipeline.simulator.generator import generate
-from azdo_pipeline.simulator.state import OrgState, World
-from azdo_pipeline.simulator.truth import ground_truth
 
 from .test_client_memberships import Directory, _service
 from .test_client_support import FakeService, connect, json_response

@@ -11,10 +11,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from azdo_pipeline.simulator.generator import SIZES, generate, max_nesting_depth
-from azdo_pipeline.simulator.mutations import check_invariants
-from azdo_pipeline.simulator.state import AUDIT_RETENTION, NEVER, Clock, OrgState, World
+from azdo_sim.generator import SIZES, generate, max_nesting_depth
+from azdo_sim.mutations import check_invariants
+from azdo_sim.state import AUDIT_RETENTION, NEVER, Clock, OrgState, World
 
 
 def snapshot(org: OrgState) -> dict:
@@ -50,7 +49,7 @@ def test_same_seed_same_organization_different_seed_different() -> None:
 def test_deterministic_across_processes_with_different_hash_seeds() -> None:
     """Nothing may depend on set/dict hash order: Dagster step processes must see the same org."""
     code = ("import hashlib, json; from tests.unit.test_generator import snapshot; "
-            "from azdo_pipeline.simulator.generator import generate; from azdo_pipeline.simulator.state import World; "
+            "from azdo_sim.generator import generate; from azdo_sim.state import World; "
             "s = snapshot(generate(World(seed=8), 'fabrikam', size='small', seed=8)); "
             "print(hashlib.sha256(json.dumps(s, default=str).encode()).hexdigest())")
     digests = set()

@@ -1,4 +1,4 @@
-"""Scripted and random mutations (azdo_pipeline.simulator.mutations) on generated organizations."""
+"""Scripted and random mutations (azdo_sim.mutations) on generated organizations."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from collections import Counter
 from datetime import timedelta
 
 import pytest
-
-from azdo_pipeline.simulator.generator import generate
-from azdo_pipeline.simulator.mutations import apply_ops, check_invariants, random_ops
-from azdo_pipeline.simulator.state import NEVER, OrgState, World
+from azdo_sim.generator import generate
+from azdo_sim.mutations import apply_ops, check_invariants, random_ops
+from azdo_sim.state import NEVER, OrgState, World
 
 # data keys per actionId (reference §5; the state writes these, the ops must reach them)
 MEMBERSHIP_KEYS = {"GroupId", "GroupName", "MemberId", "MemberDisplayName", "ScopeId", "Updates"}

@@ -27,11 +27,11 @@ import httpcore
 import httpx
 import pytest
 import trustme
+from azdo_sim.server import SimulatorServer
+from azdo_sim.state import World
 
 from azdo_pipeline.client.netbackend import AsyncioBackend, AsyncioHTTPTransport, AsyncioStream, _mapped
 from azdo_pipeline.client.transport import ClientSettings, Requester
-from azdo_pipeline.simulator.server import SimulatorServer
-from azdo_pipeline.simulator.state import World
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from azdo_sim import generator
+from azdo_sim.state import Identity, OrgState, World
 
-from azdo_pipeline.simulator import generator
-from azdo_pipeline.simulator.state import Identity, OrgState, World
 from tests.unit.test_sim_core import BASE, pat
 
 V = {"api-version": "7.1"}

@@ -11,17 +11,17 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from azdo_sim import http as sim_http
+from azdo_sim.app import create_app, map_host, normalise_path
+from azdo_sim.faults import Faults
+from azdo_sim.server import InProcessTransport
+from azdo_sim.state import World
+from azdo_sim.truth import TABLES, ground_truth
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from azdo_pipeline import schemas
-from azdo_pipeline.simulator import http as sim_http
-from azdo_pipeline.simulator.app import create_app, map_host, normalise_path
-from azdo_pipeline.simulator.faults import Faults
-from azdo_pipeline.simulator.server import InProcessTransport
-from azdo_pipeline.simulator.state import World
-from azdo_pipeline.simulator.truth import TABLES, ground_truth
 from tests.conftest import ORG, TinySim, basic_auth
 
 GRAPH_AREA = "bb1e7ec9-e901-4b68-999a-de7012b920f8"

@@ -1,4 +1,5 @@
-"""The `azdo-pipeline` console script: argument parsing, `simulate` errors and the simulator demo."""
+"""The `azdo-pipeline` console script with the simulator's commands (entry point): argument parsing,
+`simulate` errors and the simulator tour."""
 
 from __future__ import annotations
 
@@ -6,36 +7,38 @@ import argparse
 import socket
 
 import pytest
+from azdo_sim import cli as sim_cli
 
 from azdo_pipeline import cli
 
 
 def test_parse_latency() -> None:
-    assert cli.parse_latency("50") == (50, 50)
-    assert cli.parse_latency("20-80") == (20, 80)
+    assert sim_cli.parse_latency("50") == (50, 50)
+    assert sim_cli.parse_latency("20-80") == (20, 80)
     for bad in ("x", "80-20", "-5", "1-2-3"):
         with pytest.raises(argparse.ArgumentTypeError):
-            cli.parse_latency(bad)
+            sim_cli.parse_latency(bad)
 
 
 def test_parser_defaults_and_subcommands() -> None:
     args = cli.build_parser().parse_args(["simulate"])
     assert (args.size, args.seed, args.port, args.org, args.throttle, args.latency_ms) == (
-        "small", 0, 8765, "fabrikam", False, None)
+        "small", 0, 8765, "sim-fabrikam", False, None)
     args = cli.build_parser().parse_args(["simulate", "--size", "xl", "--throttle", "--latency-ms", "1-3"])
     assert args.size == "xl" and args.throttle and args.latency_ms == (1, 3)
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["simulate", "--size", "huge"])
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args([])
-    assert {"simulate", "demo", "tour", "dev", "login"} <= set(cli.COMMANDS)
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert {"simulate", "demo", "tour", "dev", "login"} <= set(sub.choices)
 
 
 def test_configure_faults() -> None:
-    from azdo_pipeline.simulator.state import World
+    from azdo_sim.state import World
 
     world = World()
-    cli.configure_faults(world, throttle=True, latency_ms=(5, 9))
+    sim_cli.configure_faults(world, throttle=True, latency_ms=(5, 9))
     cfg = world.faults.to_json()
     assert cfg["latency_ms"] == [5.0, 9.0]
     assert cfg["throttle"]["budget"] == 200 and cfg["throttle"]["window_seconds"] == 300
@@ -53,6 +56,6 @@ def test_simulate_reports_a_busy_port(capsys: pytest.CaptureFixture[str]) -> Non
 def test_tour_serves_real_routes(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["tour", "--size", "tiny"]) == 0
     out = capsys.readouterr().out
-    assert "area Graph" in out and "/vssps/fabrikam/" in out
+    assert "area Graph" in out and "/vssps/sim-fabrikam/" in out
     assert "GET graph/users  → 200" in out
     assert "GET projects     → 200" in out

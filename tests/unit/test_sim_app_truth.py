@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from azdo_sim.server import in_process_client
+from azdo_sim.truth import ground_truth
 
-from azdo_pipeline.simulator.server import in_process_client
-from azdo_pipeline.simulator.truth import ground_truth
 from tests.conftest import ORG, TinySim, basic_auth
 
 G = "https://vssps.dev.azure.com/fabrikam/_apis/graph"
@@ -26,8 +26,8 @@ PROJECT_DOMAIN = "vstfs:///Classification/TeamProject/"
 @pytest.fixture(params=["tiny", "small"])
 def tiny(request: pytest.FixtureRequest) -> TinySim:
     """Overrides conftest's `tiny`: each test runs on a generated tiny and small organization."""
-    from azdo_pipeline.simulator.generator import generate
-    from azdo_pipeline.simulator.state import World
+    from azdo_sim.generator import generate
+    from azdo_sim.state import World
 
     world = World(seed=5)
     org = generate(world, ORG, size=request.param, seed=5)

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from azdo_sim.state import OrgState, World
 
-from azdo_pipeline.simulator.state import OrgState, World
 from tests.unit.test_sim_core import BASE, pat
 
 URL = "/auditservice/fabrikam/_apis/audit/auditlog"

@@ -7,9 +7,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-
-from azdo_pipeline.simulator import generator
-from azdo_pipeline.simulator.state import OrgState, World
+from azdo_sim import generator
+from azdo_sim.state import OrgState, World
 
 ALL = frozenset({"app_token"})
 
@@ -29,7 +28,7 @@ BASE = "http://127.0.0.1:8080"  # loopback style: internal paths are the public 
 
 def client_for(world: World) -> httpx.Client:
     """In-process client (no shared fixture) for modules that import this helper outside pytest."""
-    from azdo_pipeline.simulator.server import in_process_client
+    from azdo_sim.server import in_process_client
 
     return in_process_client(world, base_url=BASE)
 

@@ -8,9 +8,9 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from azdo_sim.server import SimulatorServer
+from azdo_sim.state import OrgState, World
 
-from azdo_pipeline.simulator.server import SimulatorServer
-from azdo_pipeline.simulator.state import OrgState, World
 from tests.conftest import basic_auth, make_tiny
 
 

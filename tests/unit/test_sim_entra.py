@@ -12,11 +12,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-
-from azdo_pipeline.simulator import entra, tokens
-from azdo_pipeline.simulator.http import FULL_ACCESS
-from azdo_pipeline.simulator.state import World
-from azdo_pipeline.simulator.tokens import ADO_RESOURCE, GRAPH_RESOURCE, store_of
+from azdo_sim import entra, tokens
+from azdo_sim.http import FULL_ACCESS
+from azdo_sim.state import World
+from azdo_sim.tokens import ADO_RESOURCE, GRAPH_RESOURCE, store_of
 
 LOGIN = "https://login.microsoftonline.com"
 ADO_SCOPE = f"{ADO_RESOURCE}/user_impersonation"

@@ -6,9 +6,8 @@ import base64
 import uuid
 
 import pytest
-
-from azdo_pipeline.simulator.serialize import scope_descriptor
-from azdo_pipeline.simulator.state import b64url
+from azdo_sim.serialize import scope_descriptor
+from azdo_sim.state import b64url
 
 V = "api-version=7.1-preview.1"
 VSSPS = "https://vssps.dev.azure.com/fabrikam/_apis"

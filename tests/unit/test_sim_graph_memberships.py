@@ -5,8 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
-from azdo_pipeline.simulator.state import b64url
+from azdo_sim.state import b64url
 
 V = "api-version=7.1-preview.1"
 M = "/fabrikam/_apis/graph/memberships"

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from azdo_pipeline.simulator import routes_graph
-from azdo_pipeline.simulator.serialize import scope_descriptor
-from azdo_pipeline.simulator.state import OrgState, World
+from azdo_sim import routes_graph
+from azdo_sim.serialize import scope_descriptor
+from azdo_sim.state import OrgState, World
 
 V = "api-version=7.1-preview.1"
 PAGE = 5

@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 
 import pytest
-
-from azdo_pipeline.simulator import routes_identities
-from azdo_pipeline.simulator.state import OrgState
+from azdo_sim import routes_identities
+from azdo_sim.state import OrgState
 
 V = "api-version=7.1"
 IDS = "/fabrikam/_apis/identities"

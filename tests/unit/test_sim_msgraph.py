@@ -8,10 +8,9 @@ from datetime import timedelta
 
 import httpx
 import pytest
-
-from azdo_pipeline.simulator import entra
-from azdo_pipeline.simulator.state import OrgState, World
-from azdo_pipeline.simulator.tokens import store_of
+from azdo_sim import entra
+from azdo_sim.state import OrgState, World
+from azdo_sim.tokens import store_of
 
 GRAPH = "https://graph.microsoft.com"
 ALREADY = "One or more added object references already exist for the following modified properties: 'members'."

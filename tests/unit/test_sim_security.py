@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+from azdo_sim.generator import generate
+from azdo_sim.state import OrgState, World
 
-from azdo_pipeline.simulator.generator import generate
-from azdo_pipeline.simulator.state import OrgState, World
 from tests.conftest import ORG, basic_auth
 
 NS = "5a27515b-ccd7-42c9-84f1-54c998f03866"
@@ -42,7 +42,7 @@ def tiny_env(asgi_client_for: Callable[..., httpx.Client]) -> Env:
 
 @pytest.fixture(scope="module")
 def medium_env() -> Iterator[Env]:
-    from azdo_pipeline.simulator.server import in_process_client
+    from azdo_sim.server import in_process_client
 
     world = World(seed=11)
     org = generate(world, ORG, size="medium", seed=11)
@@ -231,7 +231,7 @@ def test_scope_vso_security_manage_is_needed(tiny_env: Env) -> None:
 
 
 def test_oauth_token_needs_the_scope_too(tiny_env: Env) -> None:
-    from azdo_pipeline.simulator.tokens import store_of
+    from azdo_sim.tokens import store_of
 
     with tiny_env.world.lock:
         owner = tiny_env.org.by_storage_key(tiny_env.org.owner_key)

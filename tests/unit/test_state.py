@@ -1,4 +1,4 @@
-"""Rules of the simulator's state model (azdo_pipeline.simulator.state), independent of HTTP."""
+"""Rules of the simulator's state model (azdo_sim.state), independent of HTTP."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
-from azdo_pipeline.simulator.state import (
+from azdo_sim.state import (
     _MAX_TICKS,
     AZURE_DEVOPS_SERVICE_ACTOR,
     NEVER,

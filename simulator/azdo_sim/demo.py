@@ -18,15 +18,38 @@ import dagster as dg
 import pyarrow.parquet as pq
 import yaml
 
-from . import schemas
-from .partitions import ORG_PARTITIONS_NAME
-from .resources import AzdoPipeline
-from .simulator.generator import generate
-from .simulator.server import SimulatorServer
-from .simulator.state import World
-from .store import Store
+from azdo_pipeline import schemas
+from azdo_pipeline.config import ENV_CONFIG
+from azdo_pipeline.partitions import ORG_PARTITIONS_NAME
+from azdo_pipeline.resources import AzdoPipeline
+from azdo_pipeline.store import Store
+
+from .generator import generate
+from .server import SimulatorServer
+from .state import World
 
 DEMO_PAT_ENV = "AZDO_DEMO_PAT"
+DEFAULT_ORG = "sim-fabrikam"
+
+
+def repo_root() -> Path:
+    """The repository holding the Dagster code location (assets/ beside workspace.yaml)."""
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "workspace.yaml").is_file() and (folder / "assets" / "definitions.py").is_file():
+            return folder
+    raise SystemExit("azdo-pipeline demo/dev: run it from the azdo-pipeline repository (the folder with "
+                     "workspace.yaml and assets/), where the Dagster code location lives")
+
+
+def load_definitions(root_path: Path) -> dg.Definitions:
+    """The code location's Definitions, loaded from the repository as `dagster dev` loads it."""
+    import importlib
+    import sys
+
+    root = str(root_path)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    return importlib.import_module("assets.definitions").defs
 
 
 def write_demo_config(path: Path, *, org: str, url: str, ca_file: str, data_dir: Path) -> None:
@@ -35,7 +58,7 @@ def write_demo_config(path: Path, *, org: str, url: str, ca_file: str, data_dir:
         "organizations": [{
             "name": org, "url": url, "ca_bundle": ca_file,
             "auth": {"method": "pat", "pat_env": DEMO_PAT_ENV},
-            "sync_teams": True, "sync_organizations": True, "concurrency": 8,
+            "sync_teams": True, "sync_organizations": True, "concurrency": 8, "simulated": True,
         }],
     }, sort_keys=False))
 
@@ -52,10 +75,9 @@ def _world(size: str, seed: int, org: str) -> tuple[World, str]:
     return world, world.issue_pat(None, state.owner_key, {"app_token"}).token
 
 
-def run_demo(size: str = "small", seed: int = 42, org: str = "fabrikam", data_dir: str | None = None,
+def run_demo(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_dir: str | None = None,
              prepare: Callable[[World], None] | None = None) -> int:
-    from .definitions import defs
-
+    root = repo_root()  # fail before generating anything when run outside the repository
     out = Path(data_dir or "data").resolve()
     world, token = _world(size, seed, org)
     if prepare is not None:
@@ -65,7 +87,10 @@ def run_demo(size: str = "small", seed: int = 42, org: str = "fabrikam", data_di
         cfg = Path(tmp) / "azdo-pipeline.yaml"
         write_demo_config(cfg, org=org, url=server.org_url(org), ca_file=server.ca_file, data_dir=out)
         os.environ[DEMO_PAT_ENV] = token
+        previous = os.environ.get(ENV_CONFIG)
+        os.environ[ENV_CONFIG] = str(cfg)  # the code location validates it when it loads
         try:
+            defs = load_definitions(root)
             with dg.instance_for_test() as instance:
                 instance.add_dynamic_partitions(ORG_PARTITIONS_NAME, [org])
                 job = defs.resolve_job_def("full_sync_job")
@@ -78,6 +103,10 @@ def run_demo(size: str = "small", seed: int = 42, org: str = "fabrikam", data_di
                 elapsed = time.monotonic() - started
         finally:
             os.environ.pop(DEMO_PAT_ENV, None)
+            if previous is None:
+                os.environ.pop(ENV_CONFIG, None)
+            else:
+                os.environ[ENV_CONFIG] = previous
         counts = dict(world.request_counts)
     if not result.success:
         print("demo: the run FAILED; see the log above")
@@ -95,7 +124,7 @@ def print_summary(store: Store, org: str, elapsed: float, counts: dict[str, int]
     print("\ntables (latest snapshot):")
     names = list(schemas.RAW_TABLES)
     try:
-        from .accessgraph.schemas import DERIVED_TABLES
+        from azdo_pipeline.accessgraph.schemas import DERIVED_TABLES
 
         names += list(DERIVED_TABLES)
     except ImportError:
@@ -112,15 +141,16 @@ def print_summary(store: Store, org: str, elapsed: float, counts: dict[str, int]
           f"duckdb: SELECT * FROM read_parquet('{store.data_dir}/latest/users/*/*.parquet', hive_partitioning=1))")
 
 
-def run_dev(size: str = "small", seed: int = 42, org: str = "fabrikam", data_dir: str | None = None, *,
+def run_dev(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_dir: str | None = None, *,
             ui_port: int = 3000) -> int:
     """`dagster dev` against a simulator served over TLS on 127.0.0.1 (until Ctrl-C)."""
     import subprocess
     import sys
 
+    root = repo_root()
     out = Path(data_dir or "data").resolve()
     world, token = _world(size, seed, org)
-    home = Path(".azdo-sim").resolve()
+    home = root / ".azdo-sim"
     home.mkdir(exist_ok=True)
     with SimulatorServer(world) as server:
         cfg = home / "azdo-pipeline.yaml"
@@ -129,7 +159,7 @@ def run_dev(size: str = "small", seed: int = 42, org: str = "fabrikam", data_dir
         print(f"simulator: {server.org_url(org)}; configuration {cfg}; Dagster UI on http://127.0.0.1:{ui_port}")
         print("the register_organizations sensor adds the partition; materialize from the UI (Ctrl-C stops)")
         try:
-            return subprocess.call([sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml",
-                                    "-p", str(ui_port)], env=env)
+            return subprocess.call([sys.executable, "-m", "dagster", "dev", "-w", str(root / "workspace.yaml"),
+                                    "-p", str(ui_port)], env=env, cwd=root)
         except KeyboardInterrupt:
             return 130

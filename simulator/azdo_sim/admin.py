@@ -119,7 +119,7 @@ async def export(request: Request) -> Response:
 
 def _mutations_module() -> Any | None:
     try:
-        return importlib.import_module("azdo_pipeline.simulator.mutations")
+        return importlib.import_module("azdo_sim.mutations")
     except ModuleNotFoundError as e:
         if e.name and e.name.endswith("mutations"):
             return None
@@ -129,7 +129,7 @@ def _mutations_module() -> Any | None:
 async def mutations(request: Request) -> Response:
     mod = _mutations_module()
     if mod is None or not hasattr(mod, "apply_ops"):
-        return bad("mutations are not available (azdo_pipeline.simulator.mutations is missing)", 501)
+        return bad("mutations are not available (azdo_sim.mutations is missing)", 501)
     body = await _body(request)
     ops = body.get("ops") if isinstance(body, dict) else body
     seed = body.get("seed", 0) if isinstance(body, dict) else 0
@@ -160,7 +160,7 @@ def _parse_op(op: Any) -> dict[str, Any]:
 async def mutations_random(request: Request) -> Response:
     mod = _mutations_module()
     if mod is None or not hasattr(mod, "random_ops") or not hasattr(mod, "apply_ops"):
-        return bad("random mutations are not available (azdo_pipeline.simulator.mutations is missing)", 501)
+        return bad("random mutations are not available (azdo_sim.mutations is missing)", 501)
     body = await _body(request)
     count = int(body.get("count", 10))
     rng = random.Random(int(body.get("seed", 0)))

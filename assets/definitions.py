@@ -1,0 +1,26 @@
+"""The Dagster code location: one Definitions object (workspace.yaml loads it from the repository).
+
+The configuration is validated here, when the code location loads, so `dagster definitions
+validate` and the UI report a configuration error before any run starts.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets import graph, raw
+from azdo_pipeline.config import load_config
+from azdo_pipeline.jobs import full_sync_job
+from azdo_pipeline.resources import default_resources
+from azdo_pipeline.schedules import daily_full_sync
+from azdo_pipeline.sensors import register_organizations
+
+load_config()  # raises ConfigurationError naming the setting and the fix
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([raw, graph]),
+    jobs=[full_sync_job],
+    schedules=[daily_full_sync],
+    sensors=[register_organizations],
+    resources=default_resources(),
+)
