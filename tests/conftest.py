@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,14 +45,22 @@ ORG = "fabrikam"
 REPO = Path(__file__).resolve().parents[1]
 
 
+_TEMP = os.path.realpath(tempfile.gettempdir())
+
+
 def _outside_repo(path: object) -> str | None:
+    """`path` when it lies beside the repository (a sibling folder such as ../shared), else None."""
     if not isinstance(path, str | bytes | os.PathLike):
         return None
     full = os.path.abspath(os.fsdecode(path))
     beside = str(REPO.parent) + os.sep
-    if full.startswith(beside) and not (full + os.sep).startswith(str(REPO) + os.sep):
-        return full
-    return None
+    if not full.startswith(beside) or (full + os.sep).startswith(str(REPO) + os.sep):
+        return None
+    if str(REPO.parent) == _TEMP:  # a clone in /tmp: pytest's and tempfile's own folders are fine
+        first = full[len(beside):].split(os.sep, 1)[0]
+        if first.startswith(("pytest-of-", "tmp")):
+            return None
+    return full
 
 
 def _no_reads_beside_the_repo(event: str, args: tuple[object, ...]) -> None:
