@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,22 +44,21 @@ ORG = "fabrikam"
 REPO = Path(__file__).resolve().parents[1]
 
 
-_TEMP = os.path.realpath(tempfile.gettempdir())
+# What lay beside the repository before the tests started (../shared on a developer machine or in
+# CI); folders the tests themselves create later (temp dirs of a clone in /tmp) are not in it.
+_SIBLINGS = frozenset(p.name for p in REPO.parent.iterdir() if p != REPO and not p.name.startswith("pytest-of-"))
 
 
 def _outside_repo(path: object) -> str | None:
-    """`path` when it lies beside the repository (a sibling folder such as ../shared), else None."""
+    """`path` when it lies in a folder beside the repository (such as ../shared), else None."""
     if not isinstance(path, str | bytes | os.PathLike):
         return None
     full = os.path.abspath(os.fsdecode(path))
     beside = str(REPO.parent) + os.sep
-    if not full.startswith(beside) or (full + os.sep).startswith(str(REPO) + os.sep):
+    if not full.startswith(beside):
         return None
-    if str(REPO.parent) == _TEMP:  # a clone in /tmp: pytest's and tempfile's own folders are fine
-        first = full[len(beside):].split(os.sep, 1)[0]
-        if first.startswith(("pytest-of-", "tmp")):
-            return None
-    return full
+    first = full[len(beside):].split(os.sep, 1)[0]
+    return full if first in _SIBLINGS else None
 
 
 def _no_reads_beside_the_repo(event: str, args: tuple[object, ...]) -> None:
