@@ -49,13 +49,17 @@ REPO = Path(__file__).resolve().parents[1]
 _SIBLINGS = frozenset(p.name for p in REPO.parent.iterdir() if p != REPO and not p.name.startswith("pytest-of-"))
 
 
+# The interpreter and its packages may live anywhere (a venv shared between worktrees, say).
+_PYTHON = tuple(os.path.abspath(p) + os.sep for p in {sys.prefix, sys.base_prefix, sys.exec_prefix})
+
+
 def _outside_repo(path: object) -> str | None:
     """`path` when it lies in a folder beside the repository (such as ../shared), else None."""
     if not isinstance(path, str | bytes | os.PathLike):
         return None
     full = os.path.abspath(os.fsdecode(path))
     beside = str(REPO.parent) + os.sep
-    if not full.startswith(beside):
+    if not full.startswith(beside) or full.startswith(_PYTHON):
         return None
     first = full[len(beside):].split(os.sep, 1)[0]
     return full if first in _SIBLINGS else None

@@ -191,7 +191,10 @@ class SimulatorServer:
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._server is not None:
+            # No graceful wait: an idle keep-alive TLS client that is not reading never answers the
+            # close_notify, so uvicorn would wait out timeout_graceful_shutdown on every stop.
             self._server.should_exit = True
+            self._server.force_exit = True
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive() and self._server is not None:
