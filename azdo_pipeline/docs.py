@@ -63,6 +63,9 @@ def render() -> str:
     ]
     for name, schema in schemas.RAW_TABLES.items():
         lines += _table(name, schema)
+    lines += ["## Audit log", "",
+              "Appended by runs of organizations with `incremental_sync` on (full and incremental alike).", ""]
+    lines += _table("audit_log", schemas.AUDIT_LOG)
     lines += [
         "## Access graph tables",
         "",

@@ -153,5 +153,40 @@ RAW_TABLES: dict[str, pa.Schema] = {
 }
 
 
+AUDIT_LOG = table_schema(
+    "The organization's audit log (Azure DevOps auditing, when it is on), appended on every run that "
+    "reads it and kept beyond the service's 90-day retention. Not a snapshot table: Hive-style folders "
+    "`{data_dir}/audit_log/org={org}/day={YYYY-MM-DD}/part-*.parquet` (the `org` and `day` columns come "
+    "from the folder names); re-reading an overlapping window never duplicates an event. Event fields: "
+    "https://learn.microsoft.com/azure/devops/organizations/audit/auditing-events",
+    ["event_id"],
+    col("event_id", pa.string(), "Entry id (`{ticks};{actor};{guid}`), unique per event.", nullable=False),
+    col("timestamp", TS, "When the action happened (UTC).", nullable=False),
+    col("action_id", pa.string(), "What happened, e.g. `Group.UpdateGroupMembership.Add`, `Licensing.Modified`.",
+        nullable=False),
+    col("area", pa.string(), "Area of the action (e.g. `Security`, `Licensing`, `Project`, `Auditing`)."),
+    col("category", pa.string(), "create, modify, remove, access, execute or unknown."),
+    col("details", pa.string(), "Human-readable description, e.g. `Alice was added to group [Alpha]\\Readers.`"),
+    col("data", pa.string(), "The action's parameters as JSON (e.g. `GroupId`, `GroupName`, `MemberId`, "
+        "`MemberDisplayName` for membership changes; `UserIdentifier`, `AccessLevel` for licences). Identity "
+        "ids are storage keys (`users.storage_key`, `groups.storage_key`)."),
+    col("actor_user_id", pa.string(), "Storage key of the acting identity (`00000002-0000-8888-8000-000000000000`-"
+        "style ids for the service itself)."),
+    col("actor_upn", pa.string(), "Sign-in name of the acting user."),
+    col("actor_display_name", pa.string(), "Display name of the actor (`Azure DevOps Service` for system changes)."),
+    col("actor_cuid", pa.string(), "Consistent user id of the actor."),
+    col("actor_client_id", pa.string(), "Client (application) id of the actor, for service principals."),
+    col("authentication_mechanism", pa.string(), "How the actor signed in, e.g. `FedAuth`, `PAT_Unscoped`."),
+    col("scope_type", pa.string(), "organization, project, …"),
+    col("scope_id", pa.string(), "Id of the organization or project the action applies to."),
+    col("project_id", pa.string(), "Project id for project-scoped actions."),
+    col("project_name", pa.string(), "Project name at the time of the action."),
+    col("ip_address", pa.string(), "Client IP address, when recorded."),
+    col("user_agent", pa.string(), "Client user agent, when recorded."),
+    col("correlation_id", pa.string(), "Shared by related events; equals `event_id`'s GUID for the originating one."),
+    col("activity_id", pa.string(), "Request activity id."),
+)
+
+
 def key_columns(schema: pa.Schema) -> list[str]:
     return (schema.metadata or {}).get(b"key", b"").decode().split(",")

@@ -1,5 +1,6 @@
-"""The five worked queries of docs/queries.md, run as written in DuckDB and in pandas on Parquet of the
-hand-built organization: both engines give the same rows, and the rows are the known answers."""
+"""The worked queries of docs/queries.md, run as written in DuckDB and in pandas on Parquet of the
+hand-built organization (and an audit log with known events): both engines give the same rows, and
+the rows are the known answers."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from azdo_pipeline import auditlog
 from azdo_pipeline.accessgraph.build import build_access_graph
+from azdo_pipeline.sync.events import parse_entry
 from tests.unit import test_accessgraph_data as d
 
 QUERIES_MD = Path(__file__).resolve().parents[2] / "docs" / "queries.md"
@@ -39,7 +42,31 @@ def parquet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("graph")
     for name, table in build_access_graph(d.raw()).items():
         pq.write_table(table, out / f"{name}.parquet")
+    pq.write_table(auditlog.read(_audit_events(out / "audit"), "fabrikam"), out / "audit_log.parquet")
     return out
+
+
+def _audit_events(data_dir: Path) -> Path:
+    """Membership events in the middle of last quarter, this quarter and the one before."""
+    this_q = pd.Timestamp.now(tz="UTC").tz_localize(None).to_period("Q").start_time.tz_localize("UTC")
+    mid_last = this_q - pd.DateOffset(months=2) + pd.Timedelta(days=14)
+    cases = [  # (when, action, actor, member, group)
+        (mid_last, "Add", "Olivia", "Bob", "[Alpha]\\Project Administrators"),
+        (mid_last + pd.Timedelta(days=1), "Remove", "Olivia", "Carol", "[Alpha]\\Project Administrators"),
+        (mid_last + pd.Timedelta(days=2), "Add", "Dave", "Carol", "[Alpha]\\Readers"),
+        (mid_last + pd.Timedelta(days=3), "Add", "Dave", "Erin", "[fabrikam]\\Project Collection Administrators"),
+        (mid_last + pd.Timedelta(days=20), "Add", "Dave", "Alice", "[Beta]\\Project Administrators"),
+        (this_q + pd.Timedelta(hours=1), "Add", "Olivia", "Frank", "[Alpha]\\Project Administrators"),
+        (this_q - pd.DateOffset(months=3) - pd.Timedelta(days=5), "Add", "Olivia", "Gina",
+         "[Alpha]\\Project Administrators"),
+    ]
+    entries = [parse_entry({
+        "id": f"{i};actor;{i}", "timestamp": when.isoformat(), "actionId": f"Group.UpdateGroupMembership.{op}",
+        "actorDisplayName": actor,
+        "data": {"GroupName": group, "MemberDisplayName": member, "GroupId": "g", "MemberId": "m"}})
+        for i, (when, op, actor, member, group) in enumerate(cases)]
+    auditlog.append(data_dir, "fabrikam", entries)
+    return data_dir
 
 
 def _norm(value: object) -> object:
@@ -88,6 +115,7 @@ EXPECTED = {
         ("Dave", "group", "member", "Project Collection Administrators")],
     4: [("Bob", "Basic licence"), ("Dave", "Basic + Test Plans licence")],
     5: sorted([d.g("a", "re"), d.g("a", "ba"), d.g("b", "pa"), d.TEAM_B, d.AUDITORS]),
+    6: [("Olivia", "Bob", "[Alpha]\\Project Administrators"), ("Dave", "Alice", "[Beta]\\Project Administrators")],
 }
 
 
@@ -100,14 +128,16 @@ def _answer(i: int, rows: list[tuple]) -> list:
         return [r[:4] for r in rows]
     if i == 4:
         return [(r[0], r[2]) for r in rows]
+    if i == 6:
+        return [r[1:] for r in rows]
     return [r[0] for r in rows]
 
 
-def test_docs_hold_five_queries() -> None:
-    assert len(_queries()) == 5
+def test_docs_hold_six_queries() -> None:
+    assert len(_queries()) == 6
 
 
-@pytest.mark.parametrize("i", range(1, 6))
+@pytest.mark.parametrize("i", range(1, 7))
 def test_query_gives_the_same_known_answer_in_duckdb_and_pandas(i: int, parquet_dir: Path) -> None:
     title, sql, code = _queries()[i - 1]
     duck = _rows(run_duckdb(sql, parquet_dir))
