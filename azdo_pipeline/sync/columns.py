@@ -6,6 +6,8 @@ tests/unit/test_sync_columns.py checks that both give the same values.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -14,15 +16,16 @@ from . import rows
 
 _TS = schemas.TS
 _NULL_STRING = pa.scalar(None, pa.string())
+_EMPTY = pa.scalar("", pa.string())
 
 
-def subject_types(descriptors: pa.Array) -> pa.Array:
+def subject_types(descriptors: pa.Array[Any]) -> pa.Array[Any]:
     """rows.subject_type for a column: the prefix before the first '.', or '' when there is none."""
     prefix = pc.list_element(pc.split_pattern(descriptors, ".", max_splits=1), 0)
-    return pc.if_else(pc.match_substring(descriptors, "."), prefix, "")
+    return cast("pa.Array[Any]", pc.if_else(pc.match_substring(descriptors, "."), prefix, ""))
 
 
-def parse_times(values: pa.Array) -> pa.Array:
+def parse_times(values: pa.Array[Any]) -> pa.Array[Any]:
     """rows.parse_time for a column of Azure DevOps timestamp strings → timestamp[us, UTC].
 
     Seven fractional digits are cut to six, a value without a zone is UTC, the year-1 'never'
@@ -31,11 +34,11 @@ def parse_times(values: pa.Array) -> pa.Array:
     values = values.cast(pa.string())
     text = pc.replace_substring_regex(values, r"(\.\d{6})\d+", r"\1")
     zoned = pc.match_substring_regex(text, r"(Z|[+-]\d\d:?\d\d)$")
-    text = pc.if_else(zoned, text, pc.binary_join_element_wise(text, "Z", ""))
-    missing = pc.or_kleene(pc.starts_with(values, "0001-01-01"), pc.equal(values, ""))
+    text = pc.if_else(zoned, text, pc.replace_substring_regex(text, "$", "Z"))
+    missing = pc.or_kleene(pc.starts_with(values, "0001-01-01"), pc.equal(values, _EMPTY))
     text = pc.if_else(missing, _NULL_STRING, text)
     try:
-        return pc.cast(text, _TS)
+        return cast("pa.Array[Any]", pc.cast(text, _TS))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return pa.array([rows.parse_time(v) for v in values.to_pylist()], type=_TS)
 
@@ -67,15 +70,17 @@ def split_graph_users(page: pa.Table, user_schema: pa.Schema,
     other = pc.invert(pc.or_(people, accounts))
     skipped: dict[str, int] = {}
     if pc.any(other).as_py():
-        for d in pc.value_counts(types.filter(other)).to_pylist():
-            skipped[d["values"]] = d["counts"]
+        counts = pc.value_counts(types.filter(other))
+        for value, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True):
+            skipped[str(value)] = int(n or 0)
     return (page.filter(people).select(user_schema.names).cast(user_schema),
             page.filter(accounts).select(account_schema.names).cast(account_schema), skipped)
 
 
-def member_kinds(descriptors: pa.Array) -> pa.Array:
+def member_kinds(descriptors: pa.Array[Any]) -> pa.Array[Any]:
     """rows.member_kind for a column: user | service_account | service_principal | group | other."""
     types = subject_types(descriptors)
     known = pa.array(list(rows.KIND_BY_TYPE))
     kinds = pa.array(list(rows.KIND_BY_TYPE.values()))
-    return pc.fill_null(pc.take(kinds, pc.index_in(types, value_set=known)), "other")
+    return cast("pa.Array[Any]", pc.fill_null(pc.take(kinds, pc.index_in(types, value_set=known)),
+                                              pa.scalar("other", pa.string())))

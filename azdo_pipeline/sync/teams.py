@@ -15,7 +15,7 @@ from typing import Any
 
 def team_member_rows(team_of_group: Mapping[str, str], edges: Mapping[str, Sequence[str]],
                      admins: Mapping[str, Sequence[str]], storage_key_of: Mapping[str, str],
-                     name_of: Mapping[str, str]) -> list[dict[str, Any]]:
+                     name_of: Mapping[str, str | None]) -> list[dict[str, Any]]:
     """Rows of the team_members table.
 
     team_of_group: team group descriptor -> team id; edges: team group descriptor -> direct member

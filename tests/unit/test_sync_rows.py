@@ -54,32 +54,29 @@ def test_member_kind_and_group_scope() -> None:
     assert (e["scope"], e["is_team"], e["storage_key"]) == ("organization", False, None)
 
 
-def test_tables_off_by_setting_are_reported_disabled(tmp_path) -> None:
-    """teams/team_members/organizations are written empty and flagged when their setting is off."""
+def test_tables_off_by_setting_are_reported_disabled(tiny, tmp_path) -> None:
+    """teams/team_members/organizations are written empty and flagged when their setting is off;
+    the real client against the simulator app in process."""
     import asyncio
 
+    import httpx
+    from azdo_sim.app import create_app
+
+    from azdo_pipeline.auth import PatCredential
+    from azdo_pipeline.client import AzureDevOpsClient
     from azdo_pipeline.store import Store
     from azdo_pipeline.sync.full import SyncOptions, full_sync
 
-    class Empty:
-        async def _none(self, *a, **k):
-            for _ in ():
-                yield []
+    async def run():
+        transport = httpx.ASGITransport(app=create_app(tiny.world), client=("127.0.0.1", 50000))
+        async with await AzureDevOpsClient.connect("https://dev.azure.com/fabrikam", PatCredential(tiny.pat),
+                                                   transport=transport) as client:
+            return await full_sync(client, Store(tmp_path), "fabrikam", "s1", SyncOptions())
 
-    class Client:
-        graph = type("G", (), {"iter_user_tables": Empty()._none, "iter_groups": Empty()._none,
-                               "iter_service_principals": Empty()._none})()
-        core = type("C", (), {"iter_teams": Empty()._none, "iter_projects": Empty()._none,
-                              "iter_team_members": Empty()._none})()
-        entitlements = type("E", (), {"iter_user_entitlement_tables": Empty()._none})()
-        accounts = None
-        stats = None
-
-        def memberships(self, groups, **kw):
-            return Empty()._none()
-
-    report = asyncio.run(full_sync(Client(), Store(tmp_path), "fabrikam", "s1", SyncOptions()))
+    report = asyncio.run(run())
     off = {n for n, t in report.tables.items() if not t.enabled}
     assert off == {"teams", "team_members", "organizations"}
-    assert all(t.rows == 0 for t in report.tables.values())
+    assert all(report.tables[n].rows == 0 for n in off)
+    assert all(report.tables[n].rows > 0 for n in ("users", "groups", "memberships", "projects"))
     assert all(t.path.exists() for t in report.tables.values())
+    assert "GET accesscontrollists" not in report.requests_by_endpoint  # nothing read for a table that is off
