@@ -11,8 +11,9 @@
 
 msal refuses http authorities, so the authority host is always https (the simulator serves TLS on
 loopback); a CA bundle, when set, applies to msal too (`requests.Session(verify=ca_bundle)`,
-`trust_env=False` so REQUESTS_CA_BUNDLE cannot override it). Secrets never appear in repr/str,
-and every token msal hands back is registered with the redactor.
+`trust_env=False` so REQUESTS_CA_BUNDLE cannot override it), and so do the proxy rules of the
+Azure DevOps client (client/proxies.py: the organization's `proxy`, HTTPS_PROXY, NO_PROXY).
+Secrets never appear in repr/str, and every token msal hands back is registered with the redactor.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .client.errors import AuthenticationError, ConfigurationError
+from .client.proxies import ProxyRules
 from .client.secrets import Secret, redact, register_secret
 
 log = logging.getLogger("azdo_pipeline.auth")
@@ -108,6 +110,7 @@ class OAuthSettings:
     graph_host: str = DEFAULT_GRAPH_HOST
     token_cache: Path | None = None  # None: ~/.azdo-pipeline/<org>.msal.json
     ca_bundle: str | None = None
+    proxy: str | None = None  # HTTP proxy URL; None: HTTPS_PROXY / ALL_PROXY (client/proxies.py)
 
     def __post_init__(self) -> None:
         for name in ("authority_host", "graph_host"):
@@ -127,10 +130,21 @@ def _is_well_known(host_url: str) -> bool:
     return (urlsplit(host_url).hostname or "") in WELL_KNOWN_AUTHORITY_HOSTS
 
 
-def _http_client(ca_bundle: str | None) -> Any:
+def _http_client(ca_bundle: str | None, proxy: str | None = None) -> Any:
     import requests
 
-    session = requests.Session()
+    rules = ProxyRules.resolve(proxy)
+
+    class Session(requests.Session):
+        # msal asks through session.get/post, which come here: the proxy for each URL is the one
+        # the Azure DevOps client would use (proxies.py), also when trust_env is off below. A None
+        # value makes requests connect directly even where its own environment lookup would not.
+        def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+            target = rules.proxy_for(url.decode() if isinstance(url, bytes) else url)
+            kwargs.setdefault("proxies", {"http": target, "https": target})
+            return super().request(method, url, *args, **kwargs)
+
+    session = Session()
     if ca_bundle:
         # msal's own verify= loses to REQUESTS_CA_BUNDLE; an explicit session does not.
         session.trust_env = False
@@ -146,7 +160,7 @@ def build_msal_app(settings: OAuthSettings, *, cache: Any = None, public: bool |
     import msal
 
     kwargs: dict[str, Any] = {"authority": settings.authority, "token_cache": cache,
-                              "http_client": _http_client(settings.ca_bundle)}
+                              "http_client": _http_client(settings.ca_bundle, settings.proxy)}
     if not _is_well_known(settings.authority_host):
         kwargs["instance_discovery"] = False  # otherwise msal asks login.microsoftonline.com about it
     use_public = (settings.client_secret is None) if public is None else public

@@ -121,11 +121,23 @@ class AsyncioBackend(AsyncNetworkBackend):
 class AsyncioHTTPTransport(httpx.AsyncHTTPTransport):
     """httpx's transport (request/response mapping, exceptions) over a pool on AsyncioBackend."""
 
-    def __init__(self, *, ssl_context: ssl.SSLContext, limits: httpx.Limits) -> None:
+    def __init__(self, *, ssl_context: ssl.SSLContext, limits: httpx.Limits, proxy: str | None = None) -> None:
         super().__init__(verify=ssl_context, limits=limits, http1=True, http2=False)
         # httpx builds its pool on the default backend and offers no parameter for another one;
         # tests/unit/test_netbackend.py fails should a new httpx stop using this attribute.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context, max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
-            http1=True, http2=False, network_backend=AsyncioBackend())
+        pool: dict[str, Any] = {
+            "ssl_context": ssl_context, "max_connections": limits.max_connections,
+            "max_keepalive_connections": limits.max_keepalive_connections,
+            "keepalive_expiry": limits.keepalive_expiry, "http1": True, "http2": False,
+            "network_backend": AsyncioBackend()}
+        if proxy is None:
+            self._pool = httpcore.AsyncConnectionPool(**pool)
+            return
+        # As httpx.AsyncHTTPTransport(proxy=...) does: https targets go through a CONNECT tunnel and
+        # TLS to the target is verified with `ssl_context`; an https proxy is verified with it too.
+        url = httpx.Proxy(proxy)
+        self._pool = httpcore.AsyncHTTPProxy(
+            proxy_url=httpcore.URL(scheme=url.url.raw_scheme, host=url.url.raw_host, port=url.url.port,
+                                   target=url.url.raw_path),
+            proxy_auth=url.raw_auth, proxy_headers=url.headers.raw,
+            proxy_ssl_context=ssl_context if url.url.scheme == "https" else None, **pool)

@@ -40,6 +40,7 @@ from .errors import (
     TransientError,
 )
 from .netbackend import AsyncioHTTPTransport
+from .proxies import ProxyRouter, ProxyRules
 from .secrets import redact
 
 log = logging.getLogger("azdo_pipeline.client")
@@ -56,6 +57,9 @@ class ClientSettings:
     backoff_base: float = 0.5  # seconds; attempt n waits uniform(0, min(cap, base * 2**n))
     backoff_cap: float = 30.0
     ca_bundle: str | None = None  # PEM file of extra trusted CAs (corporate proxy, simulator)
+    # HTTP proxy URL for this organization; None: HTTPS_PROXY / ALL_PROXY. NO_PROXY applies to both
+    # (proxies.py).
+    proxy: str | None = None
     user_agent: str = "azdo-pipeline/0.1"
     low_remaining_ratio: float = 0.1  # X-RateLimit-Remaining / Limit below this: spread requests
     # Keys per identitybatch request (groups for membership reads, ids for look-ups). No server
@@ -226,13 +230,12 @@ class Requester:
             ctx = make_ssl_context(settings.ca_bundle)
             limits = httpx.Limits(max_connections=settings.max_concurrency,
                                   max_keepalive_connections=settings.max_concurrency)
-            kwargs["verify"] = ctx  # also for proxy transports httpx mounts from the environment
-            kwargs["limits"] = limits
-            if settings.network_backend == "asyncio":
-                kwargs["transport"] = AsyncioHTTPTransport(ssl_context=ctx, limits=limits)
+            kwargs["transport"] = _transport(settings, ctx, limits, ProxyRules.resolve(settings.proxy))
+        # trust_env=False: the proxy rules above are the only ones (httpx ignores the environment's
+        # proxies anyway once handed a transport).
         self.http = httpx.AsyncClient(
             http1=True, http2=False, timeout=httpx.Timeout(settings.timeout), headers=headers,
-            follow_redirects=False, **kwargs)
+            follow_redirects=False, trust_env=False, **kwargs)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -407,6 +410,18 @@ class Requester:
                                         type_key=key, url=url, endpoint=endpoint)
         return None, AzureDevOpsError(f"{endpoint} failed with HTTP {status}: {msg}", status=status,
                                       type_key=key, url=url, endpoint=endpoint)
+
+
+def _transport(settings: ClientSettings, ctx: ssl.SSLContext, limits: httpx.Limits,
+               rules: ProxyRules) -> httpx.AsyncBaseTransport:
+    """The client's transport: direct, or routed per request through the proxy the rules name."""
+
+    def make(proxy: str | None) -> httpx.AsyncBaseTransport:
+        if settings.network_backend == "asyncio":
+            return AsyncioHTTPTransport(ssl_context=ctx, limits=limits, proxy=proxy)
+        return httpx.AsyncHTTPTransport(verify=ctx, limits=limits, proxy=proxy)
+
+    return ProxyRouter(rules, make) if rules.active else make(None)
 
 
 def make_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
