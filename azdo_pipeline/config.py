@@ -5,22 +5,34 @@ Where it comes from: `load_config(path)`; path None -> env AZDO_PIPELINE_CONFIG 
 `azdo-pipeline dev`, which serves the simulator): the pipeline never targets anything by default.
 
 Secrets never live in the file: it holds only the NAMES of environment variables (`pat_env`,
-`client_secret_env`). Every error names the setting and the fix; all problems in a file are
-reported at once.
+`client_secret_env`). The settings are pydantic models (unknown keys refused, `auth` a union
+discriminated by `method`); pydantic's errors are rewritten so each names the setting and the fix,
+and all problems in a file are reported at once.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .client.errors import ConfigurationError
 from .client.transport import ClientSettings
@@ -30,47 +42,137 @@ DEFAULT_FILE = "azdo-pipeline.yaml"
 DEFAULT_AUTHORITY_HOST = "https://login.microsoftonline.com"
 DEFAULT_GRAPH_HOST = "https://graph.microsoft.com"
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ORG_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$")
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-_TENANT = re.compile(r"^([0-9a-fA-F-]{36}|organizations|common|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)$")
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_ORG_NAME = r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,48}[A-Za-z0-9])?$"
+_GUID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+_TENANT = r"^([0-9a-fA-F-]{36}|organizations|common|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)$"
+
+EnvName = Annotated[str, Field(strict=True, pattern=_ENV_NAME)]
 
 
-@dataclass(frozen=True)
-class PatAuth:
+def _problem(message: str) -> PydanticCustomError:
+    """An error whose message is shown as is (it already names the fix)."""
+    return PydanticCustomError("setting", message)
+
+
+def _resolve(value: str, info: ValidationInfo) -> Path:
+    """A path from the file: ~ expanded, relative to the file's folder (or the working directory)."""
+    base_dir = (info.context or {}).get("base_dir")
+    p = Path(os.path.expanduser(value))
+    if not p.is_absolute() and base_dir is not None:
+        p = Path(base_dir) / p
+    return p.resolve()
+
+
+def _https(value: Any) -> str:
+    if not isinstance(value, str) or urlsplit(value).scheme != "https" or not urlsplit(value).hostname:
+        raise ValueError("not an https URL")
+    return value.rstrip("/")
+
+
+def _inside_git_repo(path: Path) -> Path | None:
+    for parent in [path, *path.parents]:
+        if (parent / ".git").exists():
+            return parent
+    return None
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PatAuth(_Settings):
     """PAT auth: the token is read from environment variable `pat_env` at run time."""
 
-    pat_env: str = "AZDO_PAT"
-    method: str = "pat"
+    method: Literal["pat"] = "pat"
+    pat_env: EnvName
 
 
-@dataclass(frozen=True)
-class OAuthAuth:
+class OAuthAuth(_Settings):
     """OAuth through an Entra app registration (a person logs in once; refresh is silent)."""
 
-    tenant_id: str
-    client_id: str
-    client_secret_env: str | None = None
+    method: Literal["oauth"] = "oauth"
+    tenant_id: Annotated[str, Field(strict=True, pattern=_TENANT)]
+    client_id: Annotated[str, Field(strict=True, pattern=_GUID)]
+    client_secret_env: EnvName | None = None
     token_cache: Path | None = None  # None: ~/.azdo-pipeline/<org>.msal.json
     authority_host: str = DEFAULT_AUTHORITY_HOST
     graph_host: str = DEFAULT_GRAPH_HOST
-    method: str = "oauth"
+
+    @field_validator("authority_host", "graph_host", mode="before")
+    @classmethod
+    def _host(cls, value: Any) -> str:
+        return _https(value)
+
+    @field_validator("token_cache", mode="before")
+    @classmethod
+    def _cache_outside_repo(cls, value: Any, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("not a path")
+        path = _resolve(value, info)
+        repo = _inside_git_repo(path.parent)
+        if repo is not None:
+            raise _problem(f"{path} is inside the repository {repo}; keep the token cache outside it "
+                           "(default ~/.azdo-pipeline/<org>.msal.json)")
+        return path
 
 
-@dataclass(frozen=True)
-class OrganizationConfig:
-    name: str
-    url: str
-    auth: PatAuth | OAuthAuth = field(default_factory=PatAuth)
+class OrganizationConfig(_Settings):
+    name: Annotated[str, Field(strict=True, pattern=_ORG_NAME)]
+    url: str = Field(default="", validate_default=True)  # default: https://dev.azure.com/<name>
+    auth: Annotated[PatAuth | OAuthAuth, Field(discriminator="method")]
     ca_bundle: str | None = None
-    sync_teams: bool = False
-    sync_organizations: bool = False
-    incremental_sync: bool = False
-    entra_group_provisioning: bool = False
-    concurrency: int = 8
+    sync_teams: StrictBool = False
+    sync_organizations: StrictBool = False
+    incremental_sync: StrictBool = False
+    entra_group_provisioning: StrictBool = False
+    concurrency: Annotated[StrictInt, Field(ge=1, le=64)] = 8
     # Set by the simulator's demo/dev configuration: every snapshot and materialization of this
     # organization is then marked simulated, so simulated data can never pass for real.
-    simulated: bool = False
+    simulated: StrictBool = False
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _organization_url(cls, value: Any, info: ValidationInfo) -> str:
+        name = info.data.get("name")
+        if not value:
+            if name is None:
+                return ""  # the name's own error says what to fix
+            value = f"https://dev.azure.com/{name}"
+        name = name or "<organization>"
+        parts = urlsplit(value) if isinstance(value, str) else None
+        if parts is None or parts.scheme != "https" or not parts.hostname:
+            raise _problem(f"must be the https organization URL, e.g. https://dev.azure.com/{name} "
+                           f"or https://{name}.visualstudio.com; got {value!r}")
+        if parts.username or parts.password or parts.query:
+            raise _problem("must not contain credentials or a query string; put secrets in environment "
+                           "variables named under auth")
+        return str(value).rstrip("/")
+
+    @field_validator("ca_bundle", mode="before")
+    @classmethod
+    def _pem_file(cls, value: Any, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not _resolve(value, info).is_file():
+            raise ValueError("not an existing file")
+        return str(_resolve(value, info))
+
+    @model_validator(mode="after")
+    def _provisioning_needs_oauth_app(self) -> OrganizationConfig:
+        if not self.entra_group_provisioning:
+            return self
+        if isinstance(self.auth, PatAuth):
+            raise PydanticCustomError("setting", "requires auth.method: oauth — PATs cannot change Entra group "
+                                      "membership; switch to OAuth or turn the setting off",
+                                      {"setting": "entra_group_provisioning"})
+        if not self.auth.client_secret_env:
+            raise PydanticCustomError("setting", "is required when entra_group_provisioning is on (Microsoft "
+                                      "Graph needs a client-credentials token of the app)",
+                                      {"setting": "auth.client_secret_env"})
+        return self
 
     def client_settings(self, **overrides: Any) -> ClientSettings:
         return ClientSettings(max_concurrency=self.concurrency, ca_bundle=self.ca_bundle, **overrides)
@@ -84,18 +186,50 @@ class OrganizationConfig:
 OrgConfig = OrganizationConfig  # short alias used by the Dagster resource layer
 
 
-@dataclass(frozen=True)
-class PipelineConfig:
-    data_dir: Path
+class PipelineConfig(_Settings):
+    data_dir: Path = Path("data")
     organizations: tuple[OrganizationConfig, ...]
-    source: str = "<default>"  # the file it came from, or "<default>"
+    _source: str = PrivateAttr(default="<default>")
+
+    @property
+    def source(self) -> str:
+        """The file the configuration came from (or what parse_config was told)."""
+        return self._source
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _directory(cls, value: Any, info: ValidationInfo) -> Path:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("not a directory path")
+        return _resolve(value, info)
+
+    @field_validator("organizations", mode="before")
+    @classmethod
+    def _at_least_one(cls, value: Any) -> Any:
+        if value is None or value == []:
+            raise _problem(_REQUIRED["organizations"])
+        return value
+
+    @field_validator("organizations")
+    @classmethod
+    def _unique_names(cls, orgs: tuple[OrganizationConfig, ...]) -> tuple[OrganizationConfig, ...]:
+        seen: dict[str, int] = {}
+        for i, org in enumerate(orgs):
+            first = seen.setdefault(org.name.lower(), i)
+            if first != i:
+                raise PydanticCustomError(
+                    "setting", f"duplicate organization name {org.name!r} (also organizations[{first}]); names "
+                    "must be unique", {"setting": f"[{i}].name"})
+        return orgs
 
     def org(self, name: str) -> OrganizationConfig:
+        """The organization named `name` (case-insensitive, as Azure DevOps treats names)."""
         for o in self.organizations:
             if o.name.lower() == name.lower():
                 return o
-        raise ConfigurationError(f"no organization named {name!r} in {self.source}; known: "
-                                 + ", ".join(o.name for o in self.organizations))
+        known = ", ".join(o.name for o in self.organizations) or "none"
+        raise ConfigurationError(f"organization '{name}' is not in the configuration {self.source} "
+                                 f"(configured: {known}); add it under `organizations:`")
 
     @property
     def org_names(self) -> list[str]:
@@ -146,206 +280,105 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     return parse_config(data, source=str(p), base_dir=p.resolve().parent)
 
 
-# ---- validation ---------------------------------------------------------------------------
-_TOP = ("data_dir", "organizations")
-_ORG = ("name", "url", "auth", "ca_bundle", "sync_teams", "sync_organizations", "incremental_sync",
-        "entra_group_provisioning", "concurrency", "simulated")
-_PAT = ("method", "pat_env")
-_OAUTH = ("method", "tenant_id", "client_id", "client_secret_env", "token_cache", "authority_host", "graph_host")
-
-
-class _Errors:
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.items: list[str] = []
-
-    def add(self, where: str, message: str) -> None:
-        self.items.append(f"{where}: {message}" if where else message)
-
-    def unknown_keys(self, where: str, data: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-        for k in data:
-            if k not in allowed:
-                close = difflib.get_close_matches(str(k), allowed, n=1)
-                hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
-                self.add(f"{where}.{k}" if where else str(k), f"unknown setting ({hint})")
-
-    def raise_if_any(self) -> None:
-        if self.items:
-            lines = "\n  - ".join(self.items)
-            raise ConfigurationError(f"invalid configuration in {self.source}:\n  - {lines}")
-
-
-def _bool(errs: _Errors, where: str, value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        errs.add(where, f"must be true or false, got {value!r}")
-        return default
-    return value
-
-
-def _env_name(errs: _Errors, where: str, value: Any, what: str, required: bool) -> str | None:
-    if value is None or value == "":
-        if required:
-            errs.add(where, f"is required: name the environment variable that holds {what} (e.g. AZDO_PAT)")
-        return None
-    if not isinstance(value, str) or not _ENV_NAME.match(value):
-        errs.add(where, f"must be the NAME of an environment variable holding {what} (letters, digits, _), "
-                        "never the secret itself")
-        return None
-    return value
-
-
-def _https(errs: _Errors, where: str, value: Any, default: str) -> str:
-    if value is None:
-        return default
-    if not isinstance(value, str) or urlsplit(value).scheme != "https" or not urlsplit(value).hostname:
-        errs.add(where, f"must be an https URL, got {value!r}")
-        return default
-    return value.rstrip("/")
-
-
-def _inside_git_repo(path: Path) -> Path | None:
-    for parent in [path, *path.parents]:
-        if (parent / ".git").exists():
-            return parent
-    return None
-
-
-def _path(base_dir: Path | None, value: str) -> Path:
-    p = Path(os.path.expanduser(value))
-    if not p.is_absolute() and base_dir is not None:
-        p = base_dir / p
-    return p.resolve()
-
-
 def parse_config(data: Any, *, source: str = "<dict>", base_dir: Path | None = None) -> PipelineConfig:
     """Validate a parsed YAML document; raises ConfigurationError listing every problem."""
-    errs = _Errors(source)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigurationError(f"{source}: the top level must be a mapping with data_dir and "
-                                 "organizations")
-    errs.unknown_keys("", data, _TOP)
+        raise ConfigurationError(f"{source}: the top level must be a mapping with data_dir and organizations")
+    try:
+        cfg = PipelineConfig.model_validate(data, context={"base_dir": base_dir or Path.cwd()})
+    except ValidationError as exc:
+        lines = "\n  - ".join(_describe(e) for e in exc.errors())
+        # from None: the pydantic error holds the input values, which the message never repeats
+        raise ConfigurationError(f"invalid configuration in {source}:\n  - {lines}") from None
+    cfg._source = source
+    return cfg
 
-    data_dir_raw = data.get("data_dir", "data")
-    if not isinstance(data_dir_raw, str) or not data_dir_raw.strip():
-        errs.add("data_dir", "must be a directory path (where Parquet snapshots go)")
-        data_dir_raw = "data"
-    data_dir = _path(base_dir or Path.cwd(), data_dir_raw)
 
-    orgs_raw = data.get("organizations")
-    orgs: list[OrganizationConfig] = []
-    if orgs_raw is None or (isinstance(orgs_raw, list) and not orgs_raw):
-        errs.add("organizations", "is required: list at least one organization (name, url, auth)")
-    elif not isinstance(orgs_raw, list):
-        errs.add("organizations", "must be a list of organizations")
+# ---- messages: pydantic's errors rewritten to name the setting and the fix ---------------------
+# What a setting must be, for pydantic's own errors (missing, wrong type, pattern, range).
+_MUST_BE = {
+    "data_dir": "must be a directory path (where Parquet snapshots go)",
+    "organizations": "must be a list of organizations (name, url, auth)",
+    "name": "is required: the organization name (letters, digits, hyphens), got {got}",
+    "auth": "must be a mapping with method: pat | oauth",
+    "pat_env": "must be the NAME of an environment variable holding the personal access token "
+               "(letters, digits, _), never the secret itself",
+    "client_secret_env": "must be the NAME of an environment variable holding the client secret "
+                         "(letters, digits, _), never the secret itself",
+    "tenant_id": "is required: the Entra tenant id (a GUID) or domain, got {got}",
+    "client_id": "is required: the app registration's client id (a GUID), got {got}",
+    "token_cache": "must be a file path",
+    "authority_host": "must be an https URL, got {got}",
+    "graph_host": "must be an https URL, got {got}",
+    "ca_bundle": "must be the path of an existing PEM file, got {got}",
+    "concurrency": "must be an integer from 1 to 64 (requests in flight), got {got}",
+    **{flag: "must be true or false, got {got}" for flag in (
+        "sync_teams", "sync_organizations", "incremental_sync", "entra_group_provisioning", "simulated")},
+}
+# When a required setting is absent.
+_REQUIRED = {
+    "organizations": "is required: list at least one organization (name, url, auth)",
+    "name": "is required: the organization name (letters, digits, hyphens)",
+    "auth": "is required: {method: pat, pat_env: AZDO_PAT} or {method: oauth, tenant_id, client_id, "
+            "client_secret_env}",
+    "pat_env": "is required: name the environment variable that holds the personal access token (e.g. AZDO_PAT)",
+}
+_AUTH_MODELS: dict[str, type[_Settings]] = {"pat": PatAuth, "oauth": OAuthAuth}
+
+
+def _describe(err: ErrorDetails) -> str:
+    """One line: where (organizations[0].auth.pat_env) and what to do."""
+    loc = list(err["loc"])
+    # The discriminated union puts the tag in the location (auth.pat.pat_env): the file has no such level.
+    if len(loc) >= 2 and loc[-2] == "auth" and loc[-1] in _AUTH_MODELS:
+        loc.pop()
+    loc = [part for i, part in enumerate(loc) if not (i and loc[i - 1] == "auth" and part in _AUTH_MODELS)]
+    setting = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        loc.append("method")
+        message = f"must be 'pat' or 'oauth', got {ctx.get('tag')!r}"
+    elif kind == "extra_forbidden":
+        message = _unknown_setting(err["loc"])
+    elif kind == "setting":
+        loc.extend(str(ctx["setting"]).split(".") if "setting" in ctx else [])
+        message = err["msg"]
+    elif kind in ("model_type", "model_attributes_type") and isinstance(loc[-1], int):
+        message = "must be a mapping with name, url, auth"
+    elif kind == "missing" and setting in _REQUIRED:
+        message = _REQUIRED[setting]
+    elif setting in _MUST_BE:
+        got = None if kind == "missing" else err["input"]
+        message = _MUST_BE[setting].format(got=repr(got))
     else:
-        seen: dict[str, int] = {}
-        for i, raw in enumerate(orgs_raw):
-            org = _parse_org(errs, f"organizations[{i}]", raw, base_dir)
-            if org is None:
-                continue
-            key = org.name.lower()
-            if key in seen:
-                errs.add(f"organizations[{i}].name", f"duplicate organization name {org.name!r} (also "
-                                                     f"organizations[{seen[key]}]); names must be unique")
-            seen.setdefault(key, i)
-            orgs.append(org)
-    errs.raise_if_any()
-    return PipelineConfig(data_dir=data_dir, organizations=tuple(orgs), source=source)
+        message = err["msg"]
+    where = _location(loc)
+    return f"{where}: {message}" if where else message
 
 
-def _parse_org(errs: _Errors, where: str, raw: Any, base_dir: Path | None) -> OrganizationConfig | None:
-    if not isinstance(raw, dict):
-        errs.add(where, "must be a mapping with name, url, auth")
-        return None
-    errs.unknown_keys(where, raw, _ORG)
-    name = raw.get("name")
-    if not isinstance(name, str) or not _ORG_NAME.match(name):
-        errs.add(f"{where}.name", "is required: the organization name (letters, digits, hyphens), "
-                                  f"got {name!r}")
-        name = f"org{where}"
-    url = raw.get("url") or f"https://dev.azure.com/{name}"
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme != "https" or not parts.hostname:
-        errs.add(f"{where}.url", f"must be the https organization URL, e.g. https://dev.azure.com/{name} "
-                                 f"or https://{name}.visualstudio.com; got {url!r}")
-    elif parts.username or parts.password or parts.query:
-        errs.add(f"{where}.url", "must not contain credentials or a query string; put secrets in "
-                                 "environment variables named under auth")
-    auth = _parse_auth(errs, f"{where}.auth", raw.get("auth"), base_dir)
-    ca_bundle = raw.get("ca_bundle")
-    if ca_bundle is not None:
-        if not isinstance(ca_bundle, str) or not _path(base_dir, ca_bundle).is_file():
-            errs.add(f"{where}.ca_bundle", f"must be the path of an existing PEM file, got {ca_bundle!r}")
-            ca_bundle = None
+def _location(loc: list[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int) or part.startswith("["):
+            out += f"[{part}]" if isinstance(part, int) else part
         else:
-            ca_bundle = str(_path(base_dir, ca_bundle))
-    concurrency = raw.get("concurrency", 8)
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 64:
-        errs.add(f"{where}.concurrency", f"must be an integer from 1 to 64 (requests in flight), got {concurrency!r}")
-        concurrency = 8
-    entra = _bool(errs, f"{where}.entra_group_provisioning", raw.get("entra_group_provisioning"), False)
-    if entra and isinstance(auth, PatAuth):
-        errs.add(f"{where}.entra_group_provisioning",
-                 "requires auth.method: oauth — PATs cannot change Entra group membership; switch to OAuth "
-                 "or turn the setting off")
-    if entra and isinstance(auth, OAuthAuth) and not auth.client_secret_env:
-        errs.add(f"{where}.auth.client_secret_env",
-                 "is required when entra_group_provisioning is on (Microsoft Graph needs a client-credentials "
-                 "token of the app)")
-    return OrganizationConfig(
-        name=name, url=str(url).rstrip("/"), auth=auth or PatAuth(), ca_bundle=ca_bundle,
-        sync_teams=_bool(errs, f"{where}.sync_teams", raw.get("sync_teams"), False),
-        sync_organizations=_bool(errs, f"{where}.sync_organizations", raw.get("sync_organizations"), False),
-        incremental_sync=_bool(errs, f"{where}.incremental_sync", raw.get("incremental_sync"), False),
-        entra_group_provisioning=entra, concurrency=concurrency,
-        simulated=_bool(errs, f"{where}.simulated", raw.get("simulated"), False))
+            out += f".{part}" if out else part
+    return out
 
 
-def _parse_auth(errs: _Errors, where: str, raw: Any, base_dir: Path | None) -> PatAuth | OAuthAuth | None:
-    if raw is None:
-        errs.add(where, "is required: {method: pat, pat_env: AZDO_PAT} or {method: oauth, tenant_id, "
-                        "client_id, client_secret_env}")
-        return None
-    if not isinstance(raw, dict):
-        errs.add(where, "must be a mapping with method: pat | oauth")
-        return None
-    method = raw.get("method")
-    if method == "pat":
-        errs.unknown_keys(where, raw, _PAT)
-        env = _env_name(errs, f"{where}.pat_env", raw.get("pat_env"), "the personal access token", True)
-        return PatAuth(pat_env=env or "AZDO_PAT")
-    if method == "oauth":
-        errs.unknown_keys(where, raw, _OAUTH)
-        tenant = raw.get("tenant_id")
-        if not isinstance(tenant, str) or not _TENANT.match(tenant):
-            errs.add(f"{where}.tenant_id", "is required: the Entra tenant id (a GUID) or domain, "
-                                           f"got {tenant!r}")
-            tenant = ""
-        client = raw.get("client_id")
-        if not isinstance(client, str) or not _GUID.match(client):
-            errs.add(f"{where}.client_id", f"is required: the app registration's client id (a GUID), got {client!r}")
-            client = ""
-        secret_env = _env_name(errs, f"{where}.client_secret_env", raw.get("client_secret_env"),
-                               "the client secret", False)
-        cache = raw.get("token_cache")
-        cache_path: Path | None = None
-        if cache is not None:
-            if not isinstance(cache, str) or not cache.strip():
-                errs.add(f"{where}.token_cache", "must be a file path")
-            else:
-                cache_path = _path(base_dir, cache)
-                repo = _inside_git_repo(cache_path.parent)
-                if repo is not None:
-                    errs.add(f"{where}.token_cache",
-                             f"{cache_path} is inside the repository {repo}; keep the token cache outside "
-                             "it (default ~/.azdo-pipeline/<org>.msal.json)")
-        return OAuthAuth(
-            tenant_id=tenant, client_id=client, client_secret_env=secret_env, token_cache=cache_path,
-            authority_host=_https(errs, f"{where}.authority_host", raw.get("authority_host"), DEFAULT_AUTHORITY_HOST),
-            graph_host=_https(errs, f"{where}.graph_host", raw.get("graph_host"), DEFAULT_GRAPH_HOST))
-    errs.add(f"{where}.method", f"must be 'pat' or 'oauth', got {method!r}")
-    return None
+def _unknown_setting(loc: tuple[int | str, ...]) -> str:
+    key, parent = str(loc[-1]), loc[:-1]
+    model: type[_Settings]
+    if not parent:
+        model = PipelineConfig
+    elif isinstance(parent[-1], str) and parent[-1] in _AUTH_MODELS:
+        model = _AUTH_MODELS[parent[-1]]
+    else:
+        model = OrganizationConfig
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(allowed)}"
+    return f"unknown setting ({hint})"
+

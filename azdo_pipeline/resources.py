@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from .client import AzureDevOpsClient
+from .client import AzureDevOpsClient, ConfigurationError
 from .config import OrgConfig, PipelineConfig, load_config
 from .store import Store
 from .sync.full import SyncOptions, SyncReport, full_sync
@@ -37,13 +37,10 @@ class AzdoPipeline(dg.ConfigurableResource):
         return Store(Path(self.data_dir or (cfg or self.config()).data_dir))
 
     def org(self, name: str, cfg: PipelineConfig | None = None) -> OrgConfig:
-        cfg = cfg or self.config()
-        for o in cfg.organizations:
-            if o.name.lower() == name.lower():
-                return o
-        known = ", ".join(o.name for o in cfg.organizations) or "none"
-        raise dg.Failure(f"organization '{name}' is not in the configuration (configured: {known}); add it "
-                         "under `organizations:` or remove the partition")
+        try:
+            return (cfg or self.config()).org(name)
+        except ConfigurationError as exc:
+            raise dg.Failure(f"{exc} or remove the partition") from None
 
     @asynccontextmanager
     async def client(self, name: str, cfg: PipelineConfig | None = None) -> AsyncIterator[AzureDevOpsClient]:
