@@ -1,0 +1,136 @@
+"""The provisioning inbox: a directory on local disk where requests arrive as JSON files.
+
+Layout (documented in docs/operations.md, "Provisioning inbox"):
+
+    {inbox}/incoming/    drop requests here: one JSON document per file, name ending in .json
+    {inbox}/processed/   requests taken into the ledger (their outcome is in provisioning_outcomes)
+    {inbox}/rejected/    malformed requests, each with `<file>.reason.txt` beside it
+    {inbox}/ledger.sqlite3   what was received and carried out (see ledger.py); never edit it
+
+Writers make a file appear whole: write a temporary name that starts with "." or does not end in
+".json", then rename it (`write_request` does). The sensor skips such temporary names, so it
+never reads half a file. Arrival order is the order of modification time, then name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+INCOMING, PROCESSED, REJECTED = "incoming", "processed", "rejected"
+LEDGER_FILE = "ledger.sqlite3"
+REASON_SUFFIX = ".reason.txt"
+NOTE_SUFFIX = ".note.txt"
+# A request is a few hundred bytes; anything far larger is refused unread (it could be anything).
+MAX_REQUEST_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class IncomingFile:
+    path: Path
+    size: int
+    mtime_ns: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+class Inbox:
+    """The three folders and the moves between them (each move is one rename)."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.incoming = self.root / INCOMING
+        self.processed = self.root / PROCESSED
+        self.rejected = self.root / REJECTED
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.root / LEDGER_FILE
+
+    def ensure(self) -> Inbox:
+        for folder in (self.incoming, self.processed, self.rejected):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def scan(self, limit: int | None = None) -> list[IncomingFile]:
+        """Request files waiting in incoming/, oldest first (temporary names skipped)."""
+        found: list[IncomingFile] = []
+        try:
+            entries = list(os.scandir(self.incoming))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.name.endswith(".json"):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # taken by another reader meanwhile
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            found.append(IncomingFile(Path(entry.path), st.st_size, st.st_mtime_ns))
+        found.sort(key=lambda f: (f.mtime_ns, f.name))
+        return found[:limit] if limit is not None else found
+
+    def read(self, f: IncomingFile) -> bytes:
+        """The file's bytes; ValueError naming the limit for a file too large to be a request."""
+        if f.size > MAX_REQUEST_BYTES:
+            raise ValueError(f"the file is {f.size} bytes; a request is at most {MAX_REQUEST_BYTES} bytes "
+                             "(one JSON object per file)")
+        with open(f.path, "rb") as fh:
+            data = fh.read(MAX_REQUEST_BYTES + 1)
+        if len(data) > MAX_REQUEST_BYTES:
+            raise ValueError(f"the file is over {MAX_REQUEST_BYTES} bytes; a request is at most "
+                             f"{MAX_REQUEST_BYTES} bytes (one JSON object per file)")
+        return data
+
+    def move_processed(self, f: IncomingFile, note: str | None = None) -> Path:
+        dest = self._move(f.path, self.processed)
+        if note:
+            _write_atomic(dest.with_name(dest.name + NOTE_SUFFIX), note.rstrip() + "\n")
+        return dest
+
+    def move_rejected(self, f: IncomingFile, reason: str) -> Path:
+        dest = self._move(f.path, self.rejected)
+        # The reason goes beside the file: what is wrong and how to fix it, then when.
+        _write_atomic(dest.with_name(dest.name + REASON_SUFFIX),
+                      f"{reason.rstrip()}\nrejected at {datetime.now(UTC).isoformat()}\n")
+        return dest
+
+    def _move(self, src: Path, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / src.name
+        if dest.exists() or dest.with_name(dest.name + REASON_SUFFIX).exists():
+            # A file of that name was handled before (re-dropped): keep both, never overwrite.
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            dest = folder / f"{src.stem}.{stamp}-{uuid.uuid4().hex[:6]}{src.suffix}"
+        os.replace(src, dest)
+        return dest
+
+    def write_request(self, document: Mapping[str, Any], name: str | None = None) -> Path:
+        """Write one request into incoming/ atomically (temporary file, then rename)."""
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        stem = name or str(document.get("id") or uuid.uuid4().hex)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip(".") or uuid.uuid4().hex
+        dest = self.incoming / f"{safe}.json"
+        if dest.exists():
+            dest = self.incoming / f"{safe}-{uuid.uuid4().hex[:6]}.json"
+        _write_atomic(dest, json.dumps(dict(document), indent=2, sort_keys=True) + "\n")
+        return dest
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
