@@ -1,0 +1,32 @@
+"""Outcome rows fit the provisioning_outcomes Arrow schema; statuses say which are final."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from azdo_pipeline.provisioning.outcomes import PROVISIONING_OUTCOMES, ApiCall, Outcome, Status, outcomes_table
+from azdo_pipeline.provisioning.requests import parse_request
+
+
+def test_outcome_rows_build_the_table_and_count_only_calls_made() -> None:
+    req = parse_request(json.dumps({"id": "r1", "organization": "fab", "action": "grant",
+                                    "principal": "a@b.c", "target": "[P]\\G",
+                                    "requested_at": "2026-01-01T10:00:00+01:00"}))
+    t0 = datetime(2026, 1, 1, 10, tzinfo=UTC)
+    done = Outcome.for_request(req, Status.SUCCEEDED, "added", principal_descriptor="aad.x",
+                               target_descriptor="vssgp.y", started_at=t0, finished_at=t0,
+                               api_calls=(ApiCall("HEAD", "https://h/m", 404), ApiCall("PUT", "https://h/m", 201)))
+    dry = Outcome.for_request(req, Status.SUCCEEDED, "would add", api_calls=(ApiCall("PUT", "https://h/m"),))
+    table = outcomes_table([done, dry])
+    assert table.schema.equals(PROVISIONING_OUTCOMES, check_metadata=True)
+    rows = table.to_pylist()
+    assert rows[0]["api_calls"] == ["HEAD https://h/m -> 404", "PUT https://h/m -> 201"]
+    assert [r["api_call_count"] for r in rows] == [2, 0]
+    assert rows[0]["requested_at"] == datetime(2026, 1, 1, 9, tzinfo=UTC)
+    assert rows[0]["target"] == "[P]\\G" and rows[0]["status"] == "succeeded"
+
+
+def test_only_pending_is_not_final() -> None:
+    assert [s for s in Status if not s.is_final] == [Status.PENDING]
+    assert not Status.FAILED.is_success and not Status.REFUSED.is_success and Status.ALREADY_DONE.is_success
