@@ -49,6 +49,8 @@ class AzureDevOpsClient:
         # storage key (lower case) -> subject descriptor of every member the last memberships()
         # read resolved (users, groups, service accounts and principals alike)
         self.member_keys: dict[str, str] = {}
+        # member ids the last memberships() read could not resolve to a subject (dropped from its edges)
+        self.unresolved_member_ids = 0
         self._identities_refused: str | None = None  # why batched membership reads are unavailable
         self._key_lock = asyncio.Lock()
 
@@ -101,6 +103,7 @@ class AzureDevOpsClient:
         groups = list(dict.fromkeys(group_descriptors))
         known = {k.lower(): v for k, v in (storage_keys or {}).items()}
         self.member_keys = known
+        self.unresolved_member_ids = 0
         resolver = _Resolver(self.identities, known, max(1, self.settings.identity_chunk_size))
         if keys_ready is not None and storage_keys is not None:
             # The caller is still filling `storage_keys` (e.g. from the entitlement pages): read the
@@ -231,6 +234,7 @@ class AzureDevOpsClient:
                 continue
             out.append((g, members))
         if unresolved:
+            self.unresolved_member_ids += unresolved
             log.warning("memberships: %d member id(s) did not resolve to a subject (deleted meanwhile?)",
                         unresolved)
         if recheck:

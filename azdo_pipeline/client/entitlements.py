@@ -89,6 +89,8 @@ class EntitlementsService:
     def __init__(self, requester: Requester, base: str) -> None:
         self._r = requester
         self.base = base
+        # The last full read's `totalCount` (None: not given): the sync reconciles what it read with it.
+        self.total_count: int | None = None
 
     async def iter_user_entitlements(self, filter: str | None = None) -> AsyncIterator[list[dict]]:
         """Pages of user entitlements (the `members` list); the token is in the body.
@@ -129,6 +131,7 @@ class EntitlementsService:
         worker thread.
         """
         seen: set[str] = set()
+        self.total_count = None
 
         def keys_of(page: DecodedPage) -> list[str | None]:
             return [k or d for k, d in zip(page.table.column("storage_key").to_pylist(),
@@ -153,12 +156,14 @@ class EntitlementsService:
         asc.keys.update(k for k in first_keys if k is not None)
         first_table = fresh(first, first_keys)
         total = first.scalars.get("totalCount")
+        if not isinstance(total, int):
+            total = None
+        self.total_count = total
         asc.advance(first)
         if asc.token is None:
             yield first_table
             return
-        if not isinstance(total, int):
-            total = None
+        if total is None:
             desc.done = True
         elif total - len(seen) <= first.table.num_rows:
             desc.done = True  # one more page of the asc end finishes the list
@@ -200,7 +205,7 @@ class EntitlementsService:
                         raise
                     count = page.scalars.get("totalCount")
                     if total is not None and isinstance(count, int):
-                        total = max(total, count)
+                        total = self.total_count = max(total, count)
                     keys = keys_of(page)
                     ready.append(fresh(page, keys))
                     if end is desc and not desc.keys and _mostly_in(keys, first_keys):

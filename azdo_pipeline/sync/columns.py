@@ -84,3 +84,18 @@ def member_kinds(descriptors: pa.Array[Any]) -> pa.Array[Any]:
     kinds = pa.array(list(rows.KIND_BY_TYPE.values()))
     return cast("pa.Array[Any]", pc.fill_null(pc.take(kinds, pc.index_in(types, value_set=known)),
                                               pa.scalar("other", pa.string())))
+
+
+def first_sight(page: pa.Table, seen: set[str]) -> pa.Table:
+    """The rows of a Graph page whose descriptor was not listed before (added to `seen`); rows
+    without a descriptor stay (split_graph_users drops them, the sync counts them)."""
+    keep: list[bool] = []
+    for d in page.column("descriptor").to_pylist():
+        if d is None:
+            keep.append(True)
+        elif d in seen:
+            keep.append(False)
+        else:
+            seen.add(d)
+            keep.append(True)
+    return page if all(keep) else page.filter(pa.array(keep, pa.bool_()))

@@ -3,9 +3,9 @@
 Independent streams (sync/streams.py) run concurrently under one asyncio.TaskGroup; a stream that
 needs another's result awaits that stream's task, so the waits below are the data flow. The
 client bounds the number of requests in flight. Each table streams page by page to its own
-temporary file; only when every table is complete are they renamed into the snapshot and
-published as `latest`, so a failed sync leaves the previous snapshot untouched and nothing
-half-written.
+temporary file; only when every table is complete are they renamed into the snapshot. The
+snapshot is then reconciled (sync/reconcile.py) and published as `latest` only if every rule
+passes, so a failed or inconsistent sync leaves the previous snapshot untouched.
 """
 
 from __future__ import annotations
@@ -19,15 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from .. import schemas
 from ..store import Store, TableWriter
-from . import streams
+from . import reconcile, streams
+from .errors import ReconciliationError
+from .reconcile import RuleResult
 from .source import SyncClient
 from .streams import ENTITLEMENT_PART as _ENTITLEMENT_PART  # noqa: F401  (tests build pages with them)
 from .streams import USER_PART as _USER_PART  # noqa: F401
 from .streams import join_users  # noqa: F401
 
-__all__ = ["SyncClient", "SyncOptions", "SyncReport", "TableResult", "full_sync"]
+__all__ = ["ReconciliationError", "RuleResult", "SyncClient", "SyncOptions", "SyncReport", "TableResult",
+           "full_sync"]
 
 log = logging.getLogger("azdo_pipeline.sync")
 
@@ -65,6 +71,8 @@ class SyncReport:
     skipped_subjects: dict[str, int] = field(default_factory=dict)
     stream_seconds: dict[str, float] = field(default_factory=dict)  # when each read finished (the critical path)
     notes: list[str] = field(default_factory=list)  # what the sync could not do the best way, and the fix
+    # Every reconciliation rule's outcome (passed, count, examples), for asset checks; all passed if published.
+    reconciliation: list[RuleResult] = field(default_factory=list)
 
 
 def _enabled(table: str, options: SyncOptions) -> bool:
@@ -83,8 +91,13 @@ async def full_sync(client: SyncClient, store: Store, org: str, snapshot: str,
             name: stack.enter_context(store.writer(name, schema, org, snapshot))
             for name, schema in schemas.RAW_TABLES.items()
         }
-        await _run_streams(client, writers, options, report)
-    # Every table is complete and renamed into the snapshot: publish them together.
+        facts = await _run_streams(client, writers, options, report)
+    # Every table is complete and renamed into the snapshot: reconcile it, then publish the tables together.
+    report.reconciliation = await asyncio.to_thread(_reconcile, store, org, snapshot, facts)
+    failed = reconcile.failures(report.reconciliation)
+    if failed:
+        raise ReconciliationError(org, snapshot, failed, report.reconciliation,
+                                  kept_at=str(store.snapshot_path(failed[0].table, org, snapshot)))
     for name, w in writers.items():
         store.publish(name, org, snapshot)
         report.tables[name] = TableResult(w.rows, store.latest_path(name, org), _enabled(name, options))
@@ -101,8 +114,15 @@ async def full_sync(client: SyncClient, store: Store, org: str, snapshot: str,
     return report
 
 
+def _reconcile(store: Store, org: str, snapshot: str, facts: reconcile.Facts) -> list[RuleResult]:
+    tables: dict[str, pa.Table] = {
+        name: pq.read_table(store.snapshot_path(name, org, snapshot), columns=reconcile.columns_needed(name))
+        for name in schemas.RAW_TABLES}
+    return reconcile.reconcile(tables, facts)
+
+
 async def _run_streams(client: SyncClient, w: dict[str, TableWriter], options: SyncOptions,
-                       report: SyncReport) -> None:
+                       report: SyncReport) -> reconcile.Facts:
     """Start every stream; each waits for exactly the streams whose results it reads."""
     # Request slots for the fan-outs (membership chunks, team members), the rest for the page chains.
     fan_out = max(1, client.settings.max_concurrency - RESERVED_FOR_CHAINS)
@@ -132,7 +152,7 @@ async def _run_streams(client: SyncClient, w: dict[str, TableWriter], options: S
             start("organizations", streams.read_organizations(
                 client, w["organizations"] if options.sync_organizations else None))
             users = tg.create_task(streams.read_graph_users(client, w["service_accounts"], for_teams=teams_on))
-            start("users", streams.write_users(w["users"], users, ents))
+            users_written = start("users", streams.write_users(w["users"], users, ents))
             inputs = streams.TeamInputs(teams=teams, admins=admins, groups=groups, users=users,
                                         service_principals=sps, memberships=memberships)
             start("team_members", streams.read_team_members(client, w["team_members"], inputs, fan_out=fan_out)
@@ -141,8 +161,21 @@ async def _run_streams(client: SyncClient, w: dict[str, TableWriter], options: S
         error = _cause(group)
     else:
         report.skipped_subjects = users.result().skipped
-        return
+        return _facts(ents.result(), groups.result(), memberships.result(), users.result(), sps.result(),
+                      entitlements_without_user=users_written.result())
     raise error
+
+
+def _facts(ents: streams.Entitlements, groups: streams.Groups, memberships: streams.Memberships,
+           users: streams.GraphUsers, sps: streams.ServicePrincipals, *,
+           entitlements_without_user: int) -> reconcile.Facts:
+    return reconcile.Facts(
+        entitlements_read=ents.read, entitlements_total=ents.total_count,
+        entitlements_without_user=entitlements_without_user,
+        groups_requested=groups.descriptors, groups_answered=memberships.answered,
+        unresolved_member_ids=memberships.unresolved_member_ids,
+        listed_without_descriptor=users.without_descriptor,
+        graph_repeats={"users": users.repeats, "groups": groups.repeats, "service_principals": sps.repeats})
 
 
 async def _none() -> None:

@@ -37,6 +37,10 @@ class CoreReads(Protocol):
 class EntitlementReads(Protocol):
     def iter_user_entitlement_tables(self) -> AsyncIterator[pa.Table]: ...
 
+    @property
+    def total_count(self) -> int | None:
+        """The last full read's `totalCount`; None when the list gave none."""
+
 
 class AccountReads(Protocol):
     async def list_organizations(self) -> list[Json]: ...
@@ -81,6 +85,10 @@ class SyncClient(Protocol):
     @property
     def member_keys(self) -> dict[str, str]:
         """Storage key (lower case) -> subject descriptor of every member the last memberships() resolved."""
+
+    @property
+    def unresolved_member_ids(self) -> int:
+        """Member ids the last memberships() read could not resolve to a subject."""
 
     def memberships(self, group_descriptors: list[str], *, storage_keys: dict[str, str] | None = None,
                     keys_ready: Awaitable[object] | None = None,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .. import schemas
 from ..client.arrow_pages import IDENTITY_REFS_PAGE
@@ -52,6 +53,8 @@ def note(client: SyncClient, text: str) -> None:
 class Entitlements:
     batches: list[pa.RecordBatch]  # ENTITLEMENT_PART
     storage_keys: dict[str, str]  # storage key -> user descriptor (resolves batched membership reads)
+    read: int = 0  # distinct entitlements the list gave
+    total_count: int | None = None  # the list's totalCount (None: not given, or not read)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class Groups:
     storage_keys: dict[str, str]  # Azure DevOps group originId (its storage key) -> descriptor
     names: dict[str, str | None]  # descriptor -> display name (kept for team members only)
     team_of_group: dict[str, str]  # team group descriptor -> team id (kept for team members only)
+    repeats: int = 0  # groups the Graph list gave again (kept once)
 
 
 @dataclass(frozen=True)
@@ -73,29 +77,47 @@ class GraphUsers:
     batches: list[pa.RecordBatch]  # USER_PART, people only
     names: dict[str, str | None]  # people's and service accounts' descriptor -> display name (team members only)
     skipped: dict[str, int]  # system identities by subject type
+    repeats: int = 0  # subjects the Graph list gave again (kept once)
+    without_descriptor: int = 0  # rows listed without a descriptor (they cannot be kept)
 
 
 @dataclass(frozen=True)
 class ServicePrincipals:
     names: dict[str, str | None]  # descriptor -> display name (team members only)
+    repeats: int = 0  # service principals the Graph list gave again (kept once)
 
 
 @dataclass(frozen=True)
 class Memberships:
     team_edges: dict[str, list[str]] = field(default_factory=dict)  # team group -> its direct members
     batched: bool = False  # read through the identities API (member storage keys are known)
+    answered: dict[str, int] = field(default_factory=dict)  # group -> times the read answered it
+    unresolved_member_ids: int = 0  # member ids no identity read resolved
 
 
 # ---- the streams ---------------------------------------------------------------------------
+
+def _first_sight(page: list[Json], seen: set[str]) -> list[Json]:
+    """The subjects of a Graph page not listed before: a Graph list may repeat a subject across
+    pages while the organization changes (it scans identities, then filters); keep the first."""
+    out = []
+    for item in page:
+        d = item.get("descriptor")
+        if not isinstance(d, str) or d not in seen:
+            out.append(item)
+            if isinstance(d, str):
+                seen.add(d)
+    return out
 
 async def read_entitlements(client: SyncClient) -> Entitlements:
     """User entitlements (licence, status, last access) and the storage key of each user."""
     batches: list[pa.RecordBatch] = []
     keys: dict[str, str] = {}
-    pages = 0
+    pages = read = 0
     try:
         async for page in client.entitlements.iter_user_entitlement_tables():
             pages += 1
+            read += page.num_rows
             batch = columns.entitlement_batch(page, ENTITLEMENT_PART)
             keys.update((k, d) for k, d in zip(batch.column("storage_key").to_pylist(),
                                                batch.column("descriptor").to_pylist(), strict=True) if k and d)
@@ -108,7 +130,8 @@ async def read_entitlements(client: SyncClient) -> Entitlements:
         note(client, f"users: licence, licensing source, status, last access, date created and storage key are "
                      f"empty because reading user entitlements was refused (HTTP {exc.status}); give the PAT the "
                      "'Member Entitlement Management (Read)' scope (vso.memberentitlementmanagement)")
-    return Entitlements(batches, keys)
+        return Entitlements(batches, keys)
+    return Entitlements(batches, keys, read, client.entitlements.total_count)
 
 
 async def read_teams(client: SyncClient, out: TableWriter | None) -> Teams:
@@ -131,8 +154,11 @@ async def read_groups(client: SyncClient, out: TableWriter, teams: Awaitable[Tea
     keys: dict[str, str] = {}
     names: dict[str, str | None] = {}
     team_of_group: dict[str, str] = {}
+    seen: set[str] = set()
+    listed = 0
     async for page in client.graph.iter_groups():
-        group_rows = [rows.group_row(g, team_ids) for g in page]
+        listed += len(page)
+        group_rows = [rows.group_row(g, team_ids) for g in _first_sight(page, seen)]
         out.write_rows(group_rows)
         for row in group_rows:
             d = row["descriptor"]
@@ -143,17 +169,20 @@ async def read_groups(client: SyncClient, out: TableWriter, teams: Awaitable[Tea
                 names[d] = row["display_name"]
                 if row["is_team"]:
                     team_of_group[d] = row["storage_key"]
-    return Groups(descriptors, keys, names, team_of_group)
+    return Groups(descriptors, keys, names, team_of_group, repeats=listed - len(descriptors))
 
 
 async def read_service_principals(client: SyncClient, out: TableWriter, *, for_teams: bool) -> ServicePrincipals:
     names: dict[str, str | None] = {}
+    seen: set[str] = set()
+    listed = 0
     async for page in client.graph.iter_service_principals():
-        sp_rows = [rows.service_principal_row(sp) for sp in page]
+        listed += len(page)
+        sp_rows = [rows.service_principal_row(sp) for sp in _first_sight(page, seen)]
         out.write_rows(sp_rows)
         if for_teams:
             names.update((r["descriptor"], r["display_name"]) for r in sp_rows)
-    return ServicePrincipals(names)
+    return ServicePrincipals(names, repeats=listed - len(seen))
 
 
 async def read_projects(client: SyncClient, out: TableWriter) -> None:
@@ -173,7 +202,12 @@ async def read_graph_users(client: SyncClient, accounts_out: TableWriter, *, for
     batches: list[pa.RecordBatch] = []
     names: dict[str, str | None] = {}
     skipped: dict[str, int] = {}
-    async for page in client.graph.iter_user_tables():
+    seen: set[str] = set()
+    repeats = without_descriptor = 0
+    async for listed in client.graph.iter_user_tables():
+        without_descriptor += listed.column("descriptor").null_count
+        page = columns.first_sight(listed, seen)
+        repeats += listed.num_rows - page.num_rows
         people, accounts, other = columns.split_graph_users(page, USER_PART, schemas.SERVICE_ACCOUNTS)
         for t, n in other.items():
             skipped[t] = skipped.get(t, 0) + n
@@ -183,7 +217,7 @@ async def read_graph_users(client: SyncClient, accounts_out: TableWriter, *, for
             for part in (people, accounts):
                 names.update((str(d), n) for d, n in zip(part.column("descriptor").to_pylist(),
                                                          part.column("display_name").to_pylist(), strict=True))
-    return GraphUsers(batches, names, skipped)
+    return GraphUsers(batches, names, skipped, repeats, without_descriptor)
 
 
 def join_users(user_batches: list[pa.RecordBatch], ent_batches: list[pa.RecordBatch]) -> pa.Table:
@@ -197,15 +231,26 @@ def join_users(user_batches: list[pa.RecordBatch], ent_batches: list[pa.RecordBa
     return joined.select(schemas.USERS.names).cast(schemas.USERS)
 
 
-async def write_users(out: TableWriter, users: Awaitable[GraphUsers], entitlements: Awaitable[Entitlements]) -> None:
+async def write_users(out: TableWriter, users: Awaitable[GraphUsers], entitlements: Awaitable[Entitlements]) -> int:
+    """The users table: Graph users joined with their entitlements. Returns how many entitlements
+    matched no Graph user (a user the Graph list left out: reconciled, never silently dropped)."""
     people, ents = await users, await entitlements
 
-    def join_and_write() -> None:
+    def join_and_write() -> int:
         out.write_table(join_users(people.batches, ents.batches))
+        return unmatched_entitlements(people.batches, ents.batches)
 
     # The join and its Parquet write release the GIL: off the event loop, which the membership
     # read needs at this very moment (it resumes when the entitlement keys are complete).
-    await asyncio.to_thread(join_and_write)
+    return await asyncio.to_thread(join_and_write)
+
+
+def unmatched_entitlements(user_batches: list[pa.RecordBatch], ent_batches: list[pa.RecordBatch]) -> int:
+    if not ent_batches:
+        return 0
+    users = pa.Table.from_batches(user_batches, schema=USER_PART).column("descriptor")
+    ents = pa.Table.from_batches(ent_batches, schema=ENTITLEMENT_PART).column("descriptor")
+    return len(ents) - int(pc.count(ents.filter(pc.is_in(ents, value_set=users.combine_chunks()))).as_py())
 
 
 async def read_memberships(client: SyncClient, out: TableWriter, groups: Awaitable[Groups],
@@ -221,6 +266,7 @@ async def read_memberships(client: SyncClient, out: TableWriter, groups: Awaitab
     containers: list[str] = []
     members_col: list[str] = []
     team_edges: dict[str, list[str]] = {}
+    answered: dict[str, int] = {}
 
     async def flush() -> None:
         batch = (pa.array(containers, pa.string()), pa.array(members_col, pa.string()))
@@ -232,6 +278,7 @@ async def read_memberships(client: SyncClient, out: TableWriter, groups: Awaitab
         keys_ready = tg.create_task(entitlement_keys())
         async for container, members in client.memberships(g.descriptors, storage_keys=keys,
                                                             keys_ready=keys_ready, max_in_flight=fan_out):
+            answered[container] = answered.get(container, 0) + 1
             containers.extend([container] * len(members))
             members_col.extend(members)
             if container in g.team_of_group:
@@ -239,7 +286,8 @@ async def read_memberships(client: SyncClient, out: TableWriter, groups: Awaitab
             if len(members_col) >= MEMBERSHIP_FLUSH_ROWS:
                 await flush()
         await flush()
-    return Memberships(team_edges, batched=client.stats.membership_mode == "batched")
+    return Memberships(team_edges, batched=client.stats.membership_mode == "batched", answered=answered,
+                       unresolved_member_ids=client.unresolved_member_ids)
 
 
 def _write_memberships(out: TableWriter, containers: pa.Array[Any], members: pa.Array[Any]) -> None:
