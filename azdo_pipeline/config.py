@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -35,7 +35,9 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .client.errors import ConfigurationError
+from .client.secrets import register_secret
 from .client.transport import ClientSettings
+from .secret_shapes import looks_like_secret
 
 ENV_CONFIG = "AZDO_PIPELINE_CONFIG"
 DEFAULT_FILE = "azdo-pipeline.yaml"
@@ -55,12 +57,25 @@ def _problem(message: str) -> PydanticCustomError:
     return PydanticCustomError("setting", message)
 
 
+# Linux's limits (PATH_MAX, NAME_MAX); the store nests snapshot folders and files below data_dir.
+_PATH_MAX, _NAME_MAX, _NESTED = 4096, 255, 200
+
+
 def _resolve(value: str, info: ValidationInfo) -> Path:
-    """A path from the file: ~ expanded, relative to the file's folder (or the working directory)."""
+    """A path from the file: ~ expanded, relative to the file's folder (or the working directory).
+
+    Over-long paths are refused here, naming the limit, rather than failing later with
+    `OSError: File name too long` half-way through a run.
+    """
     base_dir = (info.context or {}).get("base_dir")
     p = Path(os.path.expanduser(value))
     if not p.is_absolute() and base_dir is not None:
         p = Path(base_dir) / p
+    longest = max((len(part) for part in p.parts), default=0)
+    if len(str(p)) + _NESTED > _PATH_MAX or longest > _NAME_MAX:
+        raise _problem(f"is too long ({len(str(p)):,} characters, longest folder name {longest:,}); paths are limited "
+                       f"to {_PATH_MAX} characters ({_PATH_MAX - _NESTED} leaving room for what the pipeline "
+                       f"writes below) and folder names to {_NAME_MAX}: choose a shorter path")
     return p.resolve()
 
 
@@ -145,7 +160,7 @@ class OrganizationConfig(_Settings):
         parts = urlsplit(value) if isinstance(value, str) else None
         if parts is None or parts.scheme != "https" or not parts.hostname:
             raise _problem(f"must be the https organization URL, e.g. https://dev.azure.com/{name} "
-                           f"or https://{name}.visualstudio.com; got {value!r}")
+                           f"or https://{name}.visualstudio.com; got {_shown(value)}")
         if parts.username or parts.password or parts.query:
             raise _problem("must not contain credentials or a query string; put secrets in environment "
                            "variables named under auth")
@@ -271,13 +286,53 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
                 "(docs/configuration.md); to try the pipeline against the bundled simulator instead, run "
                 "`azdo-pipeline dev` from the repository")
     p = Path(path)
-    if not p.exists():
-        raise ConfigurationError(f"configuration file {p} does not exist")
+    # Errors are raised outside the except blocks: a chained exception (even one suppressed with
+    # `from None`) is still reachable and could quote the file's text.
+    problem = None
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigurationError(f"{p}: not valid YAML: {exc}") from None
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        problem = f"configuration file {p} does not exist"
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        problem = f"cannot read the configuration file {_shown(str(p))}: {reason}; check the path (or {ENV_CONFIG})"
+    if problem is None:
+        try:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
+        except yaml.YAMLError as exc:
+            problem = f"{p}: not valid YAML: {_yaml_problem(exc)}"
+    if problem is not None:
+        raise ConfigurationError(problem)
     return parse_config(data, source=str(p), base_dir=p.resolve().parent)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader refusing a key repeated in one mapping (plain PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                line = first_line.setdefault(key, key_node.start_mark.line)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if line != key_node.start_mark.line:
+                shown = repr(key) if isinstance(key, str) and not looks_like_secret(key) else "a key"
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {shown} (first on line {line + 1}); keep only one",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What PyYAML found and where, without the quoted source line it adds (it could hold a secret)."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        context = f" ({exc.context})" if exc.context else ""
+        return f"{where}{exc.problem}{context}"
+    return type(exc).__name__
 
 
 def parse_config(data: Any, *, source: str = "<dict>", base_dir: Path | None = None) -> PipelineConfig:
@@ -286,14 +341,53 @@ def parse_config(data: Any, *, source: str = "<dict>", base_dir: Path | None = N
         data = {}
     if not isinstance(data, dict):
         raise ConfigurationError(f"{source}: the top level must be a mapping with data_dir and organizations")
+    secrets = dict(_secret_values(data))
+    problems = [f"{where}: looks like {kind}, which is not shown here; never put secrets in the configuration: "
+                f"{_SECRET_FIX}" for where, (_, kind) in secrets.items()]
     try:
         cfg = PipelineConfig.model_validate(data, context={"base_dir": base_dir or Path.cwd()})
     except ValidationError as exc:
-        lines = "\n  - ".join(_describe(e) for e in exc.errors())
-        # from None: the pydantic error holds the input values, which the message never repeats
-        raise ConfigurationError(f"invalid configuration in {source}:\n  - {lines}") from None
+        found = [value for value, _ in secrets.values()]
+        for error in exc.errors():
+            line = _describe(error)
+            # An error at a secret's place, or quoting it, is dropped: a line above names that place.
+            if line.partition(":")[0] not in secrets and not any(value in line for value in found):
+                problems.append(line)
+    if problems:
+        lines = "\n  - ".join(problems)
+        # Raised outside the except block, so pydantic's error (it holds the input values) is not chained.
+        raise ConfigurationError(f"invalid configuration in {source}:\n  - {lines}")
     cfg._source = source
     return cfg
+
+
+_SECRET_FIX = ("put the secret in an environment variable and name it in pat_env (client_secret_env for an "
+               "OAuth app's secret)")
+_PATH_SETTINGS = frozenset({"data_dir", "ca_bundle", "token_cache"})
+
+
+def _secret_values(data: Any, loc: tuple[int | str, ...] = ()) -> Iterator[tuple[str, tuple[str, str]]]:
+    """(where, (value, kind)) for each key or value of the document shaped like a secret."""
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        if isinstance(key, str) and (kind := looks_like_secret(key)):
+            register_secret(key)  # defence in depth: ConfigurationError redacts registered values
+            yield f"{_location(list(loc)) or 'top level'} (a setting name)", (key, kind)
+            continue
+        where = (*loc, key)
+        if isinstance(value, str):
+            kind = looks_like_secret(value, path=key in _PATH_SETTINGS)
+            if kind:
+                register_secret(value)
+                yield _location(list(where)), (value, kind)
+        else:
+            yield from _secret_values(value, where)
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """A value fit to quote in a message: long ones (a pasted secret, a runaway path) are summarised."""
+    text = repr(value)
+    return text if len(text) <= limit else f"<{len(text):,} characters, not shown>"
 
 
 # ---- messages: pydantic's errors rewritten to name the setting and the fix ---------------------
@@ -350,8 +444,8 @@ def _describe(err: ErrorDetails) -> str:
     elif kind == "missing" and setting in _REQUIRED:
         message = _REQUIRED[setting]
     elif setting in _MUST_BE:
-        got = None if kind == "missing" else err["input"]
-        message = _MUST_BE[setting].format(got=repr(got))
+        got = "None" if kind == "missing" else _shown(err["input"])
+        message = _MUST_BE[setting].format(got=got)
     else:
         message = err["msg"]
     where = _location(loc)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import random
+import string
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from azdo_pipeline.client import ConfigurationError
 from azdo_pipeline.config import OAuthAuth, PatAuth, load_config, parse_config
+from azdo_pipeline.secret_shapes import looks_like_secret
 
 GOOD = """
 data_dir: ./out
@@ -147,3 +153,103 @@ def test_the_suite_cannot_read_beside_the_repository(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(conftest, "_SIBLINGS", conftest._SIBLINGS | {"shared"})
     with pytest.raises(PermissionError, match="outside the repository"):
         open(conftest.REPO.parent / "shared" / "BRIEF.md")  # noqa: SIM115 - the open itself must be refused
+
+
+# ---- issue 9: values a person pastes by mistake are refused at load, never echoed -------------
+_RNG = random.Random(9)
+_LEGACY_PAT = "".join(_RNG.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(52))
+_NEW_PAT = "".join(_RNG.choice(string.ascii_letters + string.digits) for _ in range(76)) + "AZDO" + "Jq7x"
+_JWT = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiI0OTliODRhYyIsInN1YiI6IngifQ.c2lnbmF0dXJlLXBhcnQ"
+_CLIENT_SECRET = "Qx8Q~" + "".join(_RNG.choice(string.ascii_letters + string.digits + "~._-") for _ in range(35))
+_STORAGE_KEY = base64.b64encode(bytes(_RNG.randrange(256) for _ in range(64))).decode()
+_OAUTH = {"method": "oauth", "tenant_id": "contoso.onmicrosoft.com",
+          "client_id": "11111111-2222-3333-4444-555555555555"}
+
+
+@pytest.mark.parametrize(("doc", "secret", "where"), [
+    ({"organizations": [_org(auth={"method": "pat", "pat_env": _LEGACY_PAT})]}, _LEGACY_PAT,
+     "organizations[0].auth.pat_env"),
+    ({"organizations": [_org(auth={"method": "pat", "pat_env": _NEW_PAT})]}, _NEW_PAT, "organizations[0].auth.pat_env"),
+    ({"organizations": [_org(auth={**_OAUTH, "client_secret_env": _CLIENT_SECRET})]}, _CLIENT_SECRET,
+     "organizations[0].auth.client_secret_env"),
+    ({"organizations": [_org(auth={**_OAUTH, "client_id": _JWT})]}, _JWT, "organizations[0].auth.client_id"),
+    ({"organizations": [_org(url=f"http://me:{_LEGACY_PAT}@dev.azure.com/fabrikam")]}, _LEGACY_PAT,
+     "organizations[0].url"),
+    ({"organizations": [_org(url=f"https://dev.azure.com/fabrikam?sig={_STORAGE_KEY}")]}, _STORAGE_KEY,
+     "organizations[0].url"),
+    ({"data_dir": f"/srv/{_NEW_PAT}", "organizations": [_org()]}, _NEW_PAT, "data_dir"),
+    ({"organizations": [{**_org(), _LEGACY_PAT: True}]}, _LEGACY_PAT, "organizations[0] (a setting name)"),
+])
+def test_secret_shaped_values_are_refused_without_echo(doc: dict, secret: str, where: str,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ConfigurationError) as exc:
+        parse_config(doc, source="test.yaml")
+    message = str(exc.value)
+    assert f"{where}: looks like" in message
+    assert "put the secret in an environment variable and name it in pat_env" in message
+    shown = "".join(traceback.format_exception(exc.value)) + repr(exc.value) + caplog.text
+    assert secret not in shown and secret[:20] not in shown
+    # Not even chained: Dagster's error serialisation and loggers could print a chained exception.
+    assert exc.value.__cause__ is None and exc.value.__context__ is None
+
+
+def test_secret_on_a_yaml_syntax_error_line_is_not_quoted(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(f"organizations:\n  - name: fabrikam\n    auth: {{method: pat, pat_env: {_LEGACY_PAT}\n")
+    with pytest.raises(ConfigurationError) as exc:
+        load_config(f)
+    assert "not valid YAML: line 4, column 1" in str(exc.value)
+    assert _LEGACY_PAT not in "".join(traceback.format_exception(exc.value))
+    assert exc.value.__context__ is None
+
+
+@pytest.mark.parametrize("value", [
+    "/home/runner/work/azdo-pipeline/azdo-pipeline/data", "/srv/azdo/Data2026/Fabrikam-Prod-Europe/snapshots",
+    "ThisIsMyVeryLongDirectoryNameForDataFiles2026", "thisisaverylongdirectorynameforthesnapshotsofourorgs",
+    "/data/azdo/v2/2026-12-04T15:03:53Z/x1y2z3/a9b8c7d6",
+])
+def test_ordinary_long_values_load(value: str, tmp_path: Path) -> None:
+    cfg = parse_config({"data_dir": value, "organizations": [
+        _org(name="Fabrikam-Eng-2026-Q4-Europe-West-Prod1",
+             url="https://dev.azure.com/Fabrikam-Eng-2026-Q4-Europe-West-Prod1",
+             auth={"method": "pat", "pat_env": "AZDO_PAT_FABRIKAM_2026_Q4_EUROPE_WEST_PROD1_READONLY"}),
+        _org(name="contoso", auth={**_OAUTH, "tenant_id": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                                   "client_secret_env": "CONTOSO_ENTRA_APP_CLIENT_SECRET_2026"})]},
+        base_dir=tmp_path)
+    assert cfg.data_dir.name == Path(value).name
+
+
+@pytest.mark.parametrize("make", [
+    lambda r: "".join(r.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(52)),
+    lambda r: "".join(r.choice(string.ascii_letters + string.digits) for _ in range(84)),
+    lambda r: base64.b64encode(bytes(r.randrange(256) for _ in range(64))).decode(),
+    lambda r: bytes(r.randrange(256) for _ in range(20)).hex(),
+], ids=["legacy-pat", "pat-84", "base64-key", "hex-key"])
+def test_secret_shapes_are_recognised(make: Callable[[random.Random], str]) -> None:
+    r = random.Random(12)
+    values = [make(r) for _ in range(200)]
+    # PAT shapes and hex keys exactly; other random text by its statistics (an unlucky draw may look tame)
+    assert sum(looks_like_secret(v) is not None for v in values) >= 190
+
+
+def test_duplicate_yaml_keys_are_refused(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text("organizations:\n  - name: fabrikam\n    sync_teams: true\n    auth: {method: pat, pat_env: P}\n"
+                 "    sync_teams: false\n")
+    with pytest.raises(ConfigurationError) as exc:
+        load_config(f)
+    assert "line 5, column 5: duplicate key 'sync_teams' (first on line 3); keep only one" in str(exc.value)
+
+
+def test_over_long_paths_are_refused_at_load(tmp_path: Path) -> None:
+    msg = _error({"data_dir": "/srv/" + "d" * 5000, "organizations": [_org(ca_bundle="/etc/" + "c" * 300)]})
+    assert "data_dir: is too long (5,005 characters" in msg and "choose a shorter path" in msg
+    assert "organizations[0].ca_bundle: is too long" in msg
+    assert "d" * 100 not in msg and "c" * 100 not in msg
+    deep = "/".join(["folder-name-of-forty-characters-exactly"] * 110)
+    assert "data_dir: is too long" in _error({"data_dir": deep, "organizations": [_org()]})
+
+
+def test_over_long_configuration_path_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="File name too long"):
+        load_config(tmp_path / ("c" * 300 + ".yaml"))
