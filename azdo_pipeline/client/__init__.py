@@ -16,6 +16,7 @@ from .errors import (
     PermissionDeniedError,
     ThrottledError,
     TransientError,
+    UnexpectedResponseError,
 )
 from .msgraph import MicrosoftGraphClient
 from .secrets import Secret, redact, register_secret
@@ -39,6 +40,7 @@ __all__ = [
     "ServiceUrls",
     "ThrottledError",
     "TransientError",
+    "UnexpectedResponseError",
     "org_name_from_url",
     "redact",
     "register_secret",

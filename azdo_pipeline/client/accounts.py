@@ -5,6 +5,7 @@ from __future__ import annotations
 from .discovery import AREA_IDS, global_area_url
 from .errors import NotFoundError
 from .scopes import PROFILE_READ
+from .shapes import ACCOUNTS, PROFILE
 from .transport import Requester
 
 ACCOUNTS_VERSION = "7.1"
@@ -31,8 +32,8 @@ class AccountsService:
         base = await self._base()
         reply = await self._r.request("GET", f"{base}/_apis/profile/profiles/me",
                                       endpoint="GET profile/profiles/me", scope=PROFILE_READ,
-                                      params={"api-version": PROFILE_VERSION})
-        return reply.data or {}
+                                      params={"api-version": PROFILE_VERSION}, shape=PROFILE)
+        return dict(reply.data)
 
     async def list_organizations(self, member_id: str | None = None) -> list[dict]:
         """[{accountId, accountName, accountUri, …}] for `member_id` (default: the caller's profile id)."""
@@ -41,8 +42,7 @@ class AccountsService:
         base = await self._base()
         reply = await self._r.request("GET", f"{base}/_apis/accounts", endpoint="GET accounts",
                                       scope=PROFILE_READ,
-                                      params={"memberId": member_id, "api-version": ACCOUNTS_VERSION})
+                                      params={"memberId": member_id, "api-version": ACCOUNTS_VERSION},
+                                      shape=ACCOUNTS)
         data = reply.data
-        if isinstance(data, dict):
-            data = data.get("value")
-        return list(data or [])
+        return list(data["value"] if isinstance(data, dict) else data)

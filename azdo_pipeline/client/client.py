@@ -214,8 +214,10 @@ class AzureDevOpsClient:
         for g, ident in by_descriptor.items():
             if ident.get("id"):
                 resolver.known.setdefault(str(ident["id"]).lower(), g)
-        member_ids = {g: [str(m).lower() for m in (by_descriptor.get(g) or {}).get("memberIds") or []]
-                      for g in chunk}
+        # A group the batched answer left out is not a group without members: read it on its own.
+        unanswered = [g for g in chunk if g not in by_descriptor]
+        chunk = [g for g in chunk if g in by_descriptor]
+        member_ids = {g: [str(m).lower() for m in by_descriptor[g].get("memberIds") or []] for g in chunk}
         await resolver.resolve({k for ids in member_ids.values() for k in ids})
         known = resolver.known
         out: list[tuple[str, list[str]]] = []
@@ -239,7 +241,23 @@ class AzureDevOpsClient:
                         unresolved)
         if recheck:
             out.extend(await asyncio.gather(*(self._per_group(g) for g in recheck)))
+        if unanswered:
+            note = (f"memberships: {len(unanswered)} group(s) missing from a batched identities answer were read "
+                    "one by one through graph/memberships")
+            log.warning("%s", note)
+            self.stats.notes.append(note)
+            out.extend(await asyncio.gather(*(self._unanswered(g) for g in unanswered)))
         return out
+
+    async def _unanswered(self, group: str) -> tuple[str, list[str]]:
+        try:
+            return await self._per_group(group)
+        except NotFoundError:
+            # Deleted since the groups were listed: it has no members now; said, not silent.
+            note = f"memberships: group {group} was deleted during the sync (no members read)"
+            log.warning("%s", note)
+            self.stats.notes.append(note)
+            return group, []
 
     # ---- misc -------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from .errors import AzureDevOpsError
 from .scopes import PROJECT_READ
+from .shapes import PROJECT_TEAMS, PROJECTS, TEAM_MEMBERS, TEAMS, Shape
 from .transport import Requester
 
 CORE_VERSION = "7.1"
@@ -33,8 +34,8 @@ class CoreService:
             if token:
                 params["continuationToken"] = token
             reply = await self._r.request("GET", f"{self.base}/_apis/projects", endpoint="GET projects",
-                                          scope=PROJECT_READ, params=params)
-            yield list((reply.data or {}).get("value") or [])
+                                          scope=PROJECT_READ, params=params, shape=PROJECTS)
+            yield list(reply.data["value"])  # the shape is checked: a list of objects with an id
             token = reply.headers.get("x-ms-continuationtoken") or None
             if not token:
                 return
@@ -43,15 +44,16 @@ class CoreService:
                                        endpoint="GET projects")
             seen.add(token)
 
-    async def _skip_pages(self, url: str, endpoint: str, version: str,
+    async def _skip_pages(self, url: str, endpoint: str, version: str, shape: Shape,
                           extra: dict[str, Any] | None = None) -> AsyncIterator[list[dict]]:
         """$top/$skip paging until a short page (no token exists; never stop at 100 items)."""
         skip = 0
         while True:
             params = {**(extra or {}), "$top": self.page_size, "$skip": skip, "api-version": version}
-            reply = await self._r.request("GET", url, endpoint=endpoint, scope=PROJECT_READ, params=params)
+            reply = await self._r.request("GET", url, endpoint=endpoint, scope=PROJECT_READ, params=params,
+                                          shape=shape)
             data = reply.data
-            page = list((data.get("value") if isinstance(data, dict) else data) or [])
+            page = list(data["value"] if isinstance(data, dict) else data)  # checked by `shape`
             if page:
                 yield page
             if len(page) < self.page_size:
@@ -60,14 +62,15 @@ class CoreService:
 
     def iter_teams(self) -> AsyncIterator[list[dict]]:
         """Every team of the organization (all projects)."""
-        return self._skip_pages(f"{self.base}/_apis/teams", "GET teams", ALL_TEAMS_VERSION)
+        return self._skip_pages(f"{self.base}/_apis/teams", "GET teams", ALL_TEAMS_VERSION, TEAMS)
 
     def iter_project_teams(self, project_id: str) -> AsyncIterator[list[dict]]:
         return self._skip_pages(f"{self.base}/_apis/projects/{quote(project_id, safe='')}/teams",
-                                "GET projects/{p}/teams", CORE_VERSION)
+                                "GET projects/{p}/teams", CORE_VERSION,
+                                PROJECT_TEAMS)
 
     def iter_team_members(self, project_id: str, team_id: str) -> AsyncIterator[list[dict]]:
         """Direct members of a team: [{isTeamAdmin, identity{id, descriptor, …}}]."""
         url = (f"{self.base}/_apis/projects/{quote(project_id, safe='')}/teams/"
                f"{quote(team_id, safe='')}/members")
-        return self._skip_pages(url, "GET projects/{p}/teams/{t}/members", CORE_VERSION)
+        return self._skip_pages(url, "GET projects/{p}/teams/{t}/members", CORE_VERSION, TEAM_MEMBERS)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from .errors import AuthenticationError, AzureDevOpsError, ConfigurationError, TransientError
+from .shapes import RESOURCE_AREAS
 from .transport import Requester
 
 # Resource area ids (reference §1.1; graph is bb1e7ec9-…, not GraphProfile's 4e40f190-…).
@@ -71,7 +72,7 @@ async def discover(requester: Requester, org_url: str) -> ServiceUrls:
     try:
         reply = await requester.request(
             "GET", f"{base}/_apis/resourceAreas", endpoint="GET resourceAreas", scope=None,
-            params={"api-version": RESOURCE_AREAS_VERSION}, auth=False)
+            params={"api-version": RESOURCE_AREAS_VERSION}, auth=False, shape=RESOURCE_AREAS)
     except AzureDevOpsError as exc:
         if isinstance(exc, TransientError | AuthenticationError):
             raise

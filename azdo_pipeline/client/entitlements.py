@@ -14,6 +14,7 @@ from .arrow_pages import ENTITLEMENTS_PAGE, DecodedPage
 from .errors import AzureDevOpsError, TransientError
 from .paging import token_pages
 from .scopes import ENTITLEMENTS_READ, ENTITLEMENTS_WRITE
+from .shapes import USER_ENTITLEMENTS
 from .transport import Requester
 
 log = logging.getLogger("azdo_pipeline.client")
@@ -105,13 +106,14 @@ class EntitlementsService:
             if token:
                 params["continuationToken"] = token
             return await self._r.request("GET", f"{self.base}/_apis/userentitlements",
-                                         endpoint="GET userentitlements", scope=ENTITLEMENTS_READ, params=params)
+                                         endpoint="GET userentitlements", scope=ENTITLEMENTS_READ, params=params,
+                                         shape=USER_ENTITLEMENTS)
 
         def split(reply: Any) -> tuple[list[dict], str | None]:
-            data = reply.data or {}
+            data = reply.data
             members = data.get("members")
             if members is None:  # the spec's shape only has `items`
-                members = data.get("items") or []
+                members = data["items"]
             return list(members), data.get("continuationToken") or None
 
         async for page in token_pages(fetch, split, "GET userentitlements"):
@@ -231,7 +233,8 @@ class EntitlementsService:
         if token:
             params["continuationToken"] = token
         reply = await self._r.request("GET", f"{self.base}/_apis/userentitlements", endpoint="GET userentitlements",
-                                      scope=ENTITLEMENTS_READ, params=params, decoder=ENTITLEMENTS_PAGE)
+                                      scope=ENTITLEMENTS_READ, params=params, decoder=ENTITLEMENTS_PAGE,
+                                      shape=USER_ENTITLEMENTS)
         return reply.data
 
     async def find_user_entitlement(self, principal_name: str) -> dict | None:

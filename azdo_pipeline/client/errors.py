@@ -51,6 +51,11 @@ class ThrottledError(AzureDevOpsError):
         self.retry_after = retry_after
 
 
+class UnexpectedResponseError(AzureDevOpsError):
+    """A successful status whose body is not what the route returns (wrong content type, empty,
+    `null`, a missing list, a field of another type), still so after retries. Never read as empty."""
+
+
 class TransientError(AzureDevOpsError):
     """5xx or a connection failure that retries did not cure (or that was not safe to retry)."""
 

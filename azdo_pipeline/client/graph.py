@@ -11,6 +11,16 @@ import pyarrow as pa
 from .arrow_pages import GRAPH_USERS_PAGE
 from .paging import token_pages
 from .scopes import GRAPH_MANAGE, GRAPH_READ
+from .shapes import (
+    GRAPH_GROUPS,
+    GRAPH_KEY,
+    GRAPH_LOOKUP,
+    GRAPH_MEMBERSHIPS,
+    GRAPH_SERVICE_PRINCIPALS,
+    GRAPH_SUBJECT,
+    GRAPH_USERS,
+    Shape,
+)
 from .transport import Requester
 
 GRAPH_VERSION = "7.1-preview.1"
@@ -26,24 +36,25 @@ class GraphService:
         self._r = requester
         self.base = base
 
-    async def _list(self, path: str, endpoint: str, params: dict[str, Any]) -> AsyncIterator[list[dict]]:
+    async def _list(self, path: str, endpoint: str, params: dict[str, Any],
+                    shape: Shape) -> AsyncIterator[list[dict]]:
         """Graph lists: stop only when X-MS-ContinuationToken is gone (short/empty pages are normal)."""
         async def fetch(token: str | None) -> Any:
             q = {**params, "api-version": GRAPH_VERSION}
             if token:
                 q["continuationToken"] = token
             return await self._r.request("GET", f"{self.base}/_apis/graph/{path}", endpoint=endpoint,
-                                         scope=GRAPH_READ, params=q)
+                                         scope=GRAPH_READ, params=q, shape=shape)
 
         def split(reply: Any) -> tuple[list[dict], str | None]:
-            return list((reply.data or {}).get("value") or []), reply.headers.get("x-ms-continuationtoken") or None
+            return list(reply.data["value"]), reply.headers.get("x-ms-continuationtoken") or None
 
         async for page in token_pages(fetch, split, endpoint):
             yield page
 
     def iter_users(self, subject_types: list[str] | None = None) -> AsyncIterator[list[dict]]:
         params = {"subjectTypes": ",".join(subject_types)} if subject_types else {}
-        return self._list("users", "GET graph/users", params)
+        return self._list("users", "GET graph/users", params, GRAPH_USERS)
 
     async def iter_user_tables(self) -> AsyncIterator[pa.Table]:
         """Graph users as Arrow pages (arrow_pages.GRAPH_USER_PATHS columns), decoded off the loop."""
@@ -52,7 +63,8 @@ class GraphService:
             if token:
                 q["continuationToken"] = token
             return await self._r.request("GET", f"{self.base}/_apis/graph/users", endpoint="GET graph/users",
-                                         scope=GRAPH_READ, params=q, decoder=GRAPH_USERS_PAGE)
+                                         scope=GRAPH_READ, params=q, decoder=GRAPH_USERS_PAGE,
+                                         shape=GRAPH_USERS)
 
         def split(reply: Any) -> tuple[Any, str | None]:
             return reply.data.table, reply.headers.get("x-ms-continuationtoken") or None
@@ -67,22 +79,22 @@ class GraphService:
             params["scopeDescriptor"] = scope_descriptor
         if subject_types:
             params["subjectTypes"] = ",".join(subject_types)
-        return self._list("groups", "GET graph/groups", params)
+        return self._list("groups", "GET graph/groups", params, GRAPH_GROUPS)
 
     def iter_service_principals(self) -> AsyncIterator[list[dict]]:
-        return self._list("serviceprincipals", "GET graph/serviceprincipals", {})
+        return self._list("serviceprincipals", "GET graph/serviceprincipals", {}, GRAPH_SERVICE_PRINCIPALS)
 
     async def get_group(self, descriptor: str) -> dict:
         reply = await self._r.request("GET", f"{self.base}/_apis/graph/groups/{_seg(descriptor)}",
                                       endpoint="GET graph/groups/{d}", scope=GRAPH_READ,
-                                      params={"api-version": GRAPH_VERSION})
-        return reply.data or {}
+                                      params={"api-version": GRAPH_VERSION}, shape=GRAPH_SUBJECT)
+        return dict(reply.data)
 
     async def get_user(self, descriptor: str) -> dict:
         reply = await self._r.request("GET", f"{self.base}/_apis/graph/users/{_seg(descriptor)}",
                                       endpoint="GET graph/users/{d}", scope=GRAPH_READ,
-                                      params={"api-version": GRAPH_VERSION})
-        return reply.data or {}
+                                      params={"api-version": GRAPH_VERSION}, shape=GRAPH_SUBJECT)
+        return dict(reply.data)
 
     async def lookup_subjects(self, descriptors: list[str]) -> dict[str, dict | None]:
         """Resolve descriptors in batches of 500 (the server limit); unknown ones map to None."""
@@ -92,8 +104,8 @@ class GraphService:
             reply = await self._r.request(
                 "POST", f"{self.base}/_apis/graph/subjectlookup", endpoint="POST graph/subjectlookup",
                 scope=GRAPH_READ, params={"api-version": GRAPH_VERSION}, idempotent=True,  # a read
-                json_body={"lookupKeys": [{"descriptor": d} for d in chunk]})
-            value = (reply.data or {}).get("value") or {}
+                json_body={"lookupKeys": [{"descriptor": d} for d in chunk]}, shape=GRAPH_LOOKUP)
+            value = reply.data["value"]
             for d in chunk:
                 out[d] = value.get(d)
         return out
@@ -105,8 +117,8 @@ class GraphService:
         reply = await self._r.request(
             "GET", f"{self.base}/_apis/graph/Memberships/{_seg(descriptor)}",
             endpoint="GET graph/memberships/{d}", scope=GRAPH_READ,
-            params={"direction": direction, "depth": 1, "api-version": GRAPH_VERSION})
-        return list((reply.data or {}).get("value") or [])
+            params={"direction": direction, "depth": 1, "api-version": GRAPH_VERSION}, shape=GRAPH_MEMBERSHIPS)
+        return list(reply.data["value"])
 
     def _edge(self, container: str, member: str) -> str:
         # The route is memberships/{subject}/{container}: the member comes first.
@@ -139,11 +151,11 @@ class GraphService:
     async def storage_key(self, descriptor: str) -> str:
         reply = await self._r.request("GET", f"{self.base}/_apis/graph/storagekeys/{_seg(descriptor)}",
                                       endpoint="GET graph/storagekeys/{d}", scope=GRAPH_READ,
-                                      params={"api-version": KEYS_VERSION})
-        return str((reply.data or {}).get("value") or "")
+                                      params={"api-version": KEYS_VERSION}, shape=GRAPH_KEY)
+        return str(reply.data["value"])
 
     async def descriptor_of(self, storage_key: str) -> str:
         reply = await self._r.request("GET", f"{self.base}/_apis/graph/descriptors/{_seg(storage_key)}",
                                       endpoint="GET graph/descriptors/{id}", scope=GRAPH_READ,
-                                      params={"api-version": KEYS_VERSION})
-        return str((reply.data or {}).get("value") or "")
+                                      params={"api-version": KEYS_VERSION}, shape=GRAPH_KEY)
+        return str(reply.data["value"])

@@ -8,12 +8,14 @@ with chunks packed under an IIS-safe query length (maxQueryString defaults to 20
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from .arrow_pages import DecodedPage, PageDecoder
 from .errors import AzureDevOpsError, NotFoundError
 from .scopes import IDENTITY_READ
+from .shapes import IDENTITIES, ShapeError
 from .transport import Requester
 
 log = logging.getLogger("azdo_pipeline.client")
@@ -50,7 +52,7 @@ class IdentitiesService:
                                   "api-version": IDENTITIES_VERSION}
         reply = await self._r.request("GET", f"{self.base}/_apis/identities",
                                       endpoint=f"GET identities?{key}", scope=IDENTITY_READ, params=params,
-                                      decoder=decoder)
+                                      decoder=decoder, shape=IDENTITIES, check=_one_per_key(len(values)))
         return _values(reply.data)
 
     async def read_batch(self, *, identity_ids: list[str] | None = None,
@@ -73,7 +75,8 @@ class IdentitiesService:
         reply = await self._r.request("POST", f"{self.base}/_apis/identitybatch",
                                       endpoint=f"POST identitybatch {kind}", scope=IDENTITY_READ,
                                       params={"api-version": IDENTITIES_VERSION}, json_body=body,
-                                      idempotent=True, decoder=decoder)
+                                      idempotent=True, decoder=decoder, shape=IDENTITIES,
+                                      check=_one_per_key(len(identity_ids or subject_descriptors or descriptors or [])))
         return _values(reply.data)
 
     async def read_many(self, *, identity_ids: list[str] | None = None,
@@ -117,12 +120,20 @@ class IdentitiesService:
         return out
 
 
+def _one_per_key(n: int) -> Callable[[Any], None]:
+    """The identities routes answer one entry per key asked, in order, null for an unknown key
+    (the .NET client's IdentitiesCollection keeps those positions): fewer or more is a damaged answer."""
+    def check(data: Any) -> None:
+        got = data.table.num_rows if isinstance(data, DecodedPage) else len(data["value"])
+        if got != n:
+            raise ShapeError(f"{got} identities for {n} keys asked (one per key is the route's answer)")
+    return check
+
+
 def _values(data: Any) -> list[dict | None]:
     if isinstance(data, DecodedPage):  # only the decoder's fields; a null identity has all of them null
         return [row if any(v is not None for v in row.values()) else None for row in data.table.to_pylist()]
-    if isinstance(data, dict):
-        data = data.get("value")
-    return list(data or [])
+    return list(data["value"])  # checked against shapes.IDENTITIES
 
 
 def _pack(keys: list[str], start: int, max_items: int) -> list[str]:

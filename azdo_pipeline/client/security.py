@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import UnexpectedResponseError
 from .scopes import SECURITY_MANAGE
+from .shapes import ACLS, INT, STR, ShapeError, check_fields, opt
 from .transport import Requester
 
 SECURITY_VERSION = "7.1"
 IDENTITY_NAMESPACE = "5a27515b-ccd7-42c9-84f1-54c998f03866"
 MANAGE_MEMBERSHIP = 8  # GroupIdentityPermissions.ManageMembership
+_ACE = {"allow": opt(INT), "deny": opt(INT), "descriptor": opt(STR)}
 
 
 class SecurityService:
@@ -35,11 +38,9 @@ class SecurityService:
         if descriptors:
             params["descriptors"] = ",".join(descriptors)
         reply = await self._r.request("GET", f"{self.base}/_apis/accesscontrollists/{namespace_id}",
-                                      endpoint="GET accesscontrollists", scope=SECURITY_MANAGE, params=params)
-        data = reply.data
-        if isinstance(data, dict):
-            data = data.get("value")
-        return [acl for acl in data or [] if isinstance(acl, dict)]
+                                      endpoint="GET accesscontrollists", scope=SECURITY_MANAGE, params=params,
+                                      shape=ACLS)
+        return list(reply.data["value"])
 
     async def team_administrators(self) -> dict[str, list[str]]:
         """Group id (lower case) -> legacy descriptors of the identities administering it.
@@ -54,8 +55,14 @@ class SecurityService:
                 continue
             aces = acl.get("acesDictionary") or {}
             for key, ace in aces.items():
-                if not isinstance(ace, dict):
-                    continue
+                try:
+                    if not isinstance(ace, dict):
+                        raise ShapeError(f"access control entry {key!r} is not an object")
+                    check_fields(ace, _ACE, f"access control entry {key!r}")
+                except ShapeError as exc:
+                    raise UnexpectedResponseError(
+                        f"GET accesscontrollists: the answer is not what this route returns: {exc}",
+                        endpoint="GET accesscontrollists") from None
                 allow, deny = int(ace.get("allow") or 0), int(ace.get("deny") or 0)
                 if allow & MANAGE_MEMBERSHIP and not deny & MANAGE_MEMBERSHIP:
                     admins.setdefault(parts[1].lower(), []).append(str(ace.get("descriptor") or key))

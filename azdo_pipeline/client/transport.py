@@ -38,10 +38,12 @@ from .errors import (
     PermissionDeniedError,
     ThrottledError,
     TransientError,
+    UnexpectedResponseError,
 )
 from .netbackend import AsyncioHTTPTransport
 from .proxies import ProxyRouter, ProxyRules
 from .secrets import redact
+from .shapes import Shape
 
 log = logging.getLogger("azdo_pipeline.client")
 
@@ -67,6 +69,9 @@ class ClientSettings:
     # (where identitybatch is missing) packs at most 50 under the query-string limit.
     membership_chunk_size: int = 500
     identity_chunk_size: int = 500
+    # A 200 whose body is not the route's shape (shapes.py) is read again this many times before
+    # the run fails naming the route: a damaged answer is rare and a repeat of it is not noise.
+    damaged_retries: int = 2
     # "asyncio": sockets and TLS of the event loop (netbackend.py, ~3x less CPU on big pages);
     # "anyio": httpcore's default backend.
     network_backend: str = "asyncio"
@@ -76,7 +81,7 @@ class ClientSettings:
             raise ValueError("ClientSettings.max_concurrency must be at least 1")
         if self.network_backend not in ("asyncio", "anyio"):
             raise ValueError("ClientSettings.network_backend must be 'asyncio' or 'anyio'")
-        if self.max_retries < 0 or self.max_retry_seconds < 0:
+        if self.max_retries < 0 or self.max_retry_seconds < 0 or self.damaged_retries < 0:
             raise ValueError("ClientSettings retry bounds must not be negative")
 
 
@@ -288,17 +293,23 @@ class Requester:
                       params: dict[str, Any] | None = None, json_body: Any = None,
                       idempotent: bool | None = None, allow: frozenset[int] | set[int] = frozenset(),
                       auth: bool = True, headers: dict[str, str] | None = None,
-                      decoder: Callable[[bytes], Any] | None = None) -> Reply:
+                      decoder: Callable[[bytes], Any] | None = None, shape: Shape | None = None,
+                      check: Callable[[Any], None] | None = None) -> Reply:
         """One logical request; returns a Reply for 2xx (and statuses in `allow`), raises otherwise.
 
         `decoder` replaces the JSON decoding of a successful body: it runs in a worker thread (big
-        list pages go straight to Arrow, off the event loop) and its result is Reply.data; a
-        ValueError from it counts as a damaged body and the request is retried.
+        list pages go straight to Arrow, off the event loop) and its result is Reply.data. With a
+        `shape` (or a decoder) a 2xx answer must be JSON of that shape: one that is not (another
+        content type, an empty body, `null`, a missing list, a field of another type; a decoder's
+        ValueError) is read again up to `damaged_retries` times, then UnexpectedResponseError names
+        the route and what was wrong. Such a body is never taken as an empty list. `check` is a
+        further test of the decoded data (e.g. one identity per key asked), failing the same way.
         """
         if idempotent is None:
             idempotent = method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
         started = self.clock.monotonic()
         attempt = 0
+        damaged = 0
         refreshed = False
         while True:
             async with self._sem:
@@ -329,14 +340,25 @@ class Requester:
                 self.stats.bytes += len(resp.content)
                 retry_after = self._observe_rate_headers(resp, endpoint)
                 reply, err = self._classify(resp, method, endpoint, scope, allow, decoder is None)
-                if reply is not None and decoder is not None and 200 <= resp.status_code < 300:
-                    try:
-                        reply.data = await asyncio.to_thread(decoder, resp.content)
-                    except ValueError as exc:  # also pyarrow.ArrowInvalid
-                        reply, err = None, TransientError(
-                            f"{endpoint}: response body could not be decoded ({len(resp.content)} bytes): {exc}",
-                            status=resp.status_code, url=safe_url(url), endpoint=endpoint)
-                if reply is not None:
+                problem = None
+                if reply is not None and 200 <= resp.status_code < 300 and method.upper() != "HEAD" \
+                        and (shape is not None or decoder is not None):
+                    problem = await self._check_body(resp, reply, decoder, shape, check)
+                if problem is not None:
+                    damaged += 1
+                    what = f" ({shape.what})" if shape is not None else ""
+                    err = UnexpectedResponseError(
+                        f"{endpoint}: the HTTP {resp.status_code} answer is not what this route returns{what}: "
+                        f"{problem}; read {damaged} time{'s' if damaged > 1 else ''}, none of it used. Azure DevOps "
+                        "does not answer so: a proxy, firewall or gateway on the way may be replacing its answers "
+                        "(check the proxy settings); if it persists, retry later", status=resp.status_code,
+                        url=safe_url(url), endpoint=endpoint)
+                    if damaged > self.settings.damaged_retries:
+                        log.warning("%s: giving up on a damaged answer: %s", endpoint, problem)
+                        raise err
+                    log.warning("%s: damaged answer (%s); reading it again", endpoint, problem)
+                    retry_after = None
+                elif reply is not None:
                     return reply
                 assert err is not None
                 if isinstance(err, AuthenticationError):
@@ -344,7 +366,9 @@ class Requester:
                         refreshed = True
                         continue
                     raise err
-                if resp.status_code not in RETRY_STATUSES and not isinstance(err, TransientError):
+                if problem is not None:
+                    pass  # damaged: read again below, within the same bounds
+                elif resp.status_code not in RETRY_STATUSES and not isinstance(err, TransientError):
                     raise err
                 if resp.status_code == 429:
                     self.stats.throttled += 1
@@ -364,6 +388,25 @@ class Requester:
             if retry_after is None:  # Retry-After already paused the whole client
                 self.stats.waited_seconds += delay
                 await self.clock.sleep(delay)
+
+    async def _check_body(self, resp: httpx.Response, reply: Reply, decoder: Callable[[bytes], Any] | None,
+                          shape: Shape | None, check: Callable[[Any], None] | None) -> str | None:
+        """What is wrong with a successful answer that should be JSON of `shape`, or None."""
+        ctype = resp.headers.get("content-type", "")
+        if "json" not in ctype.lower():
+            return f"content type {ctype.split(';')[0].strip() or '(none)'}, expected application/json"
+        if not resp.content.strip():
+            return "an empty body"
+        try:
+            if decoder is not None:  # checks the shape itself while decoding (arrow_pages)
+                reply.data = await asyncio.to_thread(decoder, resp.content)
+            elif shape is not None:
+                shape.check(reply.data)
+            if check is not None:
+                check(reply.data)
+        except ValueError as exc:  # ShapeError, a decoder's refusal, pyarrow.ArrowInvalid
+            return str(exc) or type(exc).__name__
+        return None
 
     def _classify(self, resp: httpx.Response, method: str, endpoint: str, scope: Scope | None,
                   allow: frozenset[int] | set[int],

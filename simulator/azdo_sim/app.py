@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import html
+import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -469,7 +471,9 @@ class AuthMiddleware:
 # ---------------------------------------------------------------------------------------------
 
 
-def _fault_response(kind: str, status: int, body: Any) -> Response:
+def _fault_response(kind: str, status: int, body: Any, content_type: str | None = None) -> Response:
+    if content_type is not None:  # exactly this body and type (an empty body, XML, `null`…)
+        return Response(str(body).encode(), status_code=status, headers={"content-type": content_type})
     if body is not None:
         if isinstance(body, str):
             return PlainTextResponse(body, status_code=status)
@@ -498,6 +502,29 @@ def _fault_response(kind: str, status: int, body: Any) -> Response:
     return ado_error(status, f"Simulated fault: HTTP {status}.", "ArgumentException")
 
 
+async def _mutated(app: ASGIApp, scope: Scope, receive: Receive, send: Send, mutate: dict[str, Any],
+                   headers: dict[str, str]) -> None:
+    """Run the route, then send its JSON answer altered by a fault rule's `mutate`."""
+    start: dict[str, Any] = {}
+    chunks: list[bytes] = []
+
+    async def capture(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, capture)
+    body = b"".join(chunks)
+    with contextlib.suppress(ValueError):  # not JSON: sent unchanged
+        body = json.dumps(faults_mod.apply_mutation(json.loads(body), mutate)).encode()
+    out = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+    out += [(b"content-length", str(len(body)).encode())]
+    out += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": start.get("status", 200), "headers": out})
+    await send({"type": "http.response.body", "body": body})
+
+
 class FaultMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -524,10 +551,13 @@ class FaultMiddleware:
             await faults_mod.drop_connection(send)
             return
         if d.status is not None:
-            resp = _fault_response(kind, d.status, d.body)
+            resp = _fault_response(kind, d.status, d.body, d.content_type)
             for k, v in d.headers.items():
                 resp.headers[k] = v
             await resp(scope, receive, send)
+            return
+        if d.mutate:
+            await _mutated(self.app, scope, receive, send, d.mutate, d.headers)
             return
         if not d.headers:
             await self.app(scope, receive, send)

@@ -19,9 +19,17 @@ serves at `GET|PUT /_sim/faults`:
       },
       "rules": [                         # scripted one-shot faults, first match wins
         {"path": "regex", "method": null, "count": 1,
-         "status": 503 | null, "drop": false, "delay_ms": 0, "headers": {}, "body": null}
+         "status": 503 | null, "drop": false, "delay_ms": 0, "headers": {}, "body": null,
+         "content_type": null,           # with status: the body (a string) sent as is with this type
+         "mutate": null}                 # the real JSON answer, altered (see below)
       ]
     }
+
+`mutate` lets the route answer and then damages its JSON body (content length fixed up), as a
+broken proxy or a service bug would: `{"remove_keys": ["value"]}` drops top-level keys,
+`{"set": {"value": "x"}}` replaces them, `{"drop_item": {"list": "value", "index": 0}}` drops one
+list item, `{"set_item": {"list": "value", "index": 0, "key": "descriptor", "value": 5}}` changes one
+field of one item.
 
 Rule `path` regexes are searched in the *internal* path (after host mapping, keywords lowercased):
 `https://vssps.dev.azure.com/fabrikam/_apis/Graph/Users` is `/vssps/fabrikam/_apis/graph/users`.
@@ -89,6 +97,8 @@ class Rule:
     delay_ms: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    content_type: str | None = None
+    mutate: dict[str, Any] | None = None
     hits: int = 0
 
     @classmethod
@@ -102,15 +112,20 @@ class Rule:
         r = cls(path=d["path"], method=(d.get("method") or None), count=int(d.get("count", 1)),
                 status=d.get("status"), drop=bool(d.get("drop", False)),
                 delay_ms=float(d.get("delay_ms", 0) or 0), headers=dict(d.get("headers") or {}),
-                body=d.get("body"))
-        if r.status is None and not r.drop and not r.delay_ms:
-            raise ValueError("a fault rule needs one of 'status', 'drop' or 'delay_ms'")
+                body=d.get("body"), content_type=d.get("content_type") or None, mutate=d.get("mutate") or None)
+        if r.status is None and not r.drop and not r.delay_ms and not r.mutate and not r.headers:
+            raise ValueError("a fault rule needs one of 'status', 'drop', 'delay_ms', 'headers' or 'mutate'")
+        if r.content_type is not None and not isinstance(r.body, str):
+            raise ValueError("'content_type' needs a string 'body' (sent as is)")
+        if r.mutate is not None and (not isinstance(r.mutate, dict)
+                                     or set(r.mutate) - {"remove_keys", "set", "drop_item", "set_item"}):
+            raise ValueError("'mutate' takes remove_keys, set, drop_item and set_item")
         return r
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "method": self.method, "count": self.count, "status": self.status,
                 "drop": self.drop, "delay_ms": self.delay_ms, "headers": dict(self.headers),
-                "body": self.body, "hits": self.hits}
+                "body": self.body, "content_type": self.content_type, "mutate": self.mutate, "hits": self.hits}
 
     def matches(self, method: str, path: str) -> bool:
         if self.count == 0:
@@ -129,6 +144,8 @@ class Decision:
     drop: bool = False
     headers: dict[str, str] = field(default_factory=dict)  # added to whatever response goes out
     body: Any = None
+    content_type: str | None = None  # send `body` as is with this content type
+    mutate: dict[str, Any] | None = None  # alter the route's JSON answer (apply_mutation)
     throttled: bool = False  # the status is a throttle block (429)
 
 
@@ -229,7 +246,8 @@ class Faults:
                     if r.drop:
                         d.drop = True
                     elif r.status is not None:
-                        d.status, d.body = int(r.status), r.body
+                        d.status, d.body, d.content_type = int(r.status), r.body, r.content_type
+                    d.mutate = r.mutate
                     return d
             if not random_ok:
                 return d
@@ -303,6 +321,27 @@ def _num(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else f"{v:.3f}"
 
 
+def apply_mutation(data: Any, mutate: dict[str, Any]) -> Any:
+    """The JSON answer `data` altered as a rule's `mutate` says (see the module docstring)."""
+    if not isinstance(data, dict):
+        return data
+    for key in mutate.get("remove_keys") or []:
+        data.pop(key, None)
+    data.update(mutate.get("set") or {})
+    for op in ("drop_item", "set_item"):
+        spec = mutate.get(op)
+        if not spec:
+            continue
+        items = data.get(spec.get("list", "value"))
+        i = int(spec.get("index", 0))
+        if isinstance(items, list) and -len(items) <= i < len(items):
+            if op == "drop_item":
+                del items[i]
+            elif isinstance(items[i], dict):
+                items[i][spec["key"]] = spec.get("value")
+    return data
+
+
 def faults_of(world: World) -> Faults:
     if world.faults is None:
         world.faults = Faults()
@@ -338,5 +377,15 @@ async def sleep(seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
-__all__ = ["Decision", "DroppedConnection", "Faults", "Rule", "Throttle", "drop_connection", "faults_of", "sleep",
-           "throttle_error_body"]
+__all__ = [
+    "Decision",
+    "DroppedConnection",
+    "Faults",
+    "Rule",
+    "Throttle",
+    "apply_mutation",
+    "drop_connection",
+    "faults_of",
+    "sleep",
+    "throttle_error_body",
+]

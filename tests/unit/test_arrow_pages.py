@@ -24,6 +24,7 @@ from azdo_pipeline.client.arrow_pages import (
     DecodedPage,
     PageDecoder,
 )
+from azdo_pipeline.client.shapes import ShapeError
 
 PROFILE = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -126,9 +127,10 @@ def test_entitlements_page_with_nulls_and_missing_fields() -> None:
     del no_level["accessLevel"]
     del no_level["lastAccessedDate"]
     partial_level = _entitlement(4, accessLevel={"accountLicenseType": "stakeholder", "status": None})
-    ents = [_entitlement(1), _entitlement(2, user=None), no_level, partial_level,
+    ents = [_entitlement(1), _entitlement(2, accessLevel={}), no_level, partial_level,
             _entitlement(5, lastAccessedDate="0001-01-01T00:00:00Z", accessLevel=None)]
     page = _same(ENTITLEMENTS_PAGE, _entitlements_body(ents, totalCount=1234))
+    assert ENTITLEMENTS_PAGE(_entitlements_body(ents, totalCount=1234)).table == page.table
     assert page.table.column_names == list(ENTITLEMENT_PATHS)
     assert all(t == pa.string() for t in page.table.schema.types)
     assert page.scalars == {"continuationToken": "eyJvIjoxMDB9", "totalCount": 1234}
@@ -136,7 +138,7 @@ def test_entitlements_page_with_nulls_and_missing_fields() -> None:
     assert got == [_ent_row(e) for e in ents]
     assert got[0]["descriptor"] == ents[0]["user"]["descriptor"] and got[0]["license"] == "express"
     assert got[0]["last_accessed"] == "2024-05-01T10:00:00.1234567Z"
-    assert got[1]["descriptor"] is None and got[1]["status"] == "active"  # "user": null
+    assert got[1]["descriptor"] == ents[1]["user"]["descriptor"] and got[1]["status"] is None  # "accessLevel": {}
     assert got[2]["license"] is None and got[2]["last_accessed"] is None  # no accessLevel, no lastAccessedDate
     assert got[3]["license"] == "stakeholder" and got[3]["status"] is None and got[3]["licensing_source"] is None
     assert got[4]["license"] is None and got[4]["last_accessed"] == "0001-01-01T00:00:00Z"
@@ -182,7 +184,7 @@ def test_entitlements_members_preferred_over_items() -> None:
 
 
 def test_entitlements_pretty_printed_body() -> None:
-    ents = [_entitlement(1), _entitlement(2, user=None)]
+    ents = [_entitlement(1), _entitlement(2, accessLevel=None)]
     compact = _entitlements_body(ents)
     pretty = json.dumps(orjson.loads(compact), indent=4, ensure_ascii=True).encode()
     assert b"\n    " in pretty
@@ -220,10 +222,49 @@ def test_graph_users_pretty_printed_with_escaped_unicode() -> None:
     assert page.table.column("display_name").to_pylist() == UNICODE_NAMES
 
 
-def test_graph_users_empty_and_missing_value() -> None:
-    for body in (b'{"count": 0, "value": []}', b'{"count": 0}'):
-        page = _same(GRAPH_USERS_PAGE, body)
-        assert page.table.num_rows == 0 and page.table.column_names == list(GRAPH_USER_PATHS)
+def test_graph_users_empty_page() -> None:
+    page = _same(GRAPH_USERS_PAGE, b'{"count": 0, "value": []}')
+    assert page.table.num_rows == 0 and page.table.column_names == list(GRAPH_USER_PATHS)
+
+
+# ---------------------------------------------------------------- not the route's shape: refused
+
+
+REFUSED: dict[str, tuple[PageDecoder, bytes, str]] = {
+    "users without value": (GRAPH_USERS_PAGE, b'{"count": 0}', "no `value` list"),
+    "users value null": (GRAPH_USERS_PAGE, b'{"count": 3, "value": null}', "no `value` list"),
+    "users value a string": (GRAPH_USERS_PAGE, b'{"count": 3, "value": "three"}', "`value` is string"),
+    "users value an object": (GRAPH_USERS_PAGE, b'{"value": {"a": 1}}', "`value` is object"),
+    "a user not an object": (GRAPH_USERS_PAGE, orjson.dumps({"value": [_graph_user(1), 7]}), "item 1 is integer"),
+    "a null user": (GRAPH_USERS_PAGE, orjson.dumps({"value": [None, _graph_user(1)]}), "item 0 is null"),
+    "a user without descriptor": (GRAPH_USERS_PAGE, orjson.dumps({"value": [_graph_user(1, descriptor=None)]}),
+                                  "item 0 has no `descriptor`"),
+    "entitlements without a list": (ENTITLEMENTS_PAGE, b'{"totalCount": 4, "continuationToken": null}',
+                                    "no `members` list"),
+    "an entitlement without user": (ENTITLEMENTS_PAGE,
+                                    _entitlements_body([_entitlement(1), _entitlement(2, user=None)]),
+                                    "item 1 has no `user.descriptor`"),
+    "an entitlement without id": (ENTITLEMENTS_PAGE, _entitlements_body([_entitlement(1, id=None)]),
+                                  "item 0 has no `id`"),
+    "a bad date": (ENTITLEMENTS_PAGE, _entitlements_body([_entitlement(1, dateCreated="yesterday")]),
+                   "item 0.dateCreated is 'yesterday', expected a timestamp"),
+    "totalCount a string": (ENTITLEMENTS_PAGE, _entitlements_body([_entitlement(1)], totalCount="1"),
+                            "`totalCount` is string, expected an integer"),
+    "identities without value": (IDENTITY_MEMBERS_PAGE, b'{"count": 1}', "no `value` list"),
+    "an identity without id": (IDENTITY_MEMBERS_PAGE, orjson.dumps({"value": [None, _identity(1, id=None)]}),
+                               "item 1 has no `id`"),
+    "memberIds a string": (IDENTITY_MEMBERS_PAGE, orjson.dumps({"value": [_identity(1, memberIds="a,b")]}),
+                           "item 0.memberIds is string, expected an array of strings"),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_a_page_that_is_not_the_routes_shape_is_refused_naming_what_is_wrong(case: str) -> None:
+    decoder, body, message = REFUSED[case]
+    with pytest.raises(ShapeError) as err:
+        decoder(body)
+    assert message in str(err.value)
+    assert isinstance(err.value, ValueError)  # the transport reads a ValueError as a damaged page
 
 
 # ---------------------------------------------------------------- identities (identitybatch, Direct)
@@ -274,32 +315,27 @@ UNEXPECTED: list[tuple[PageDecoder, dict[str, Any], str, str]] = [
 
 @pytest.mark.parametrize(("decoder", "body", "column", "expected"), UNEXPECTED,
                          ids=["status-int", "id-int", "date-bool", "name-bool", "metatype-float", "subject-int"])
-def test_unexpected_type_decodes_through_the_fallback(decoder: PageDecoder, body: dict[str, Any], column: str,
+def test_unexpected_type_is_refused_naming_the_field(decoder: PageDecoder, body: dict[str, Any], column: str,
                                                       expected: str) -> None:
     raw = orjson.dumps(body)
     with pytest.raises(pa.ArrowInvalid):
-        decoder._arrow(raw)  # so the page really goes through the fallback
-    page = decoder(raw)
-    assert page.table.num_rows == 1
-    assert page.table.column(column).to_pylist() == [expected]
-    assert all(t in (pa.string(), pa.list_(pa.string())) for t in page.table.schema.types)
-    # the other columns are decoded as usual
-    item = (body.get("members") or body.get("value"))[0]
-    row = _ent_row(item) if decoder is ENTITLEMENTS_PAGE else _user_row(item) if decoder is GRAPH_USERS_PAGE else {
-        "id": item["id"], "subjectDescriptor": item["subjectDescriptor"], "memberIds": item["memberIds"]}
-    assert page.table.to_pylist() == [{**row, column: expected}]
+        decoder._arrow(raw)  # Arrow refuses it; the fallback names the field instead of guessing
+    with pytest.raises(ShapeError) as err:
+        decoder(raw)
+    path = ".".join(decoder.paths[column])
+    assert f"item 0.{path} is " in str(err.value) and "expected a string" in str(err.value)
 
 
-def test_unexpected_nested_shapes_decode_through_the_fallback() -> None:
-    body = orjson.dumps({"members": [_entitlement(1, user="aad.not-an-object"), _entitlement(2, accessLevel=[])],
-                         "totalCount": 2, "continuationToken": "t"})
-    page = ENTITLEMENTS_PAGE(body)
-    assert page.table.column("storage_key").to_pylist() == [_entitlement(1)["id"], _entitlement(2)["id"]]
-    assert page.table.column("descriptor").to_pylist() == [None, _entitlement(2)["user"]["descriptor"]]
-    assert page.table.column("license").to_pylist() == ["express", None]
-    assert page.scalars == {"continuationToken": "t", "totalCount": 2}
-    ids = IDENTITY_MEMBERS_PAGE(orjson.dumps({"value": [_identity(1, memberIds="x"), _identity(2, [5, "b"])]}))
-    assert ids.table.column("memberIds").to_pylist() == [None, ["5", "b"]]
+def test_unexpected_nested_shapes_are_refused() -> None:
+    body = orjson.dumps({"members": [_entitlement(1, user="aad.not-an-object")], "totalCount": 1})
+    with pytest.raises(ShapeError, match=r"item 0.user is string, expected an object"):
+        ENTITLEMENTS_PAGE(body)
+    body = orjson.dumps({"members": [_entitlement(2, accessLevel=[])], "totalCount": 1})
+    with pytest.raises(ShapeError, match=r"item 0.accessLevel is array, expected an object"):
+        ENTITLEMENTS_PAGE(body)
+
+    with pytest.raises(ShapeError, match=r"item 1.memberIds is array, expected an array of strings"):
+        IDENTITY_MEMBERS_PAGE(orjson.dumps({"value": [_identity(1, ["a"]), _identity(2, [5, "b"])]}))
 
 
 # ---------------------------------------------------------------- not JSON: ValueError

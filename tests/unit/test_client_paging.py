@@ -13,6 +13,10 @@ from azdo_pipeline.client.discovery import AREA_IDS
 from .test_client_support import FakeService, collect, connect, json_response, run
 
 
+def _ent(key: str) -> dict[str, object]:
+    return {"id": key, "user": {"descriptor": f"aad.{key}"}}
+
+
 @pytest.mark.parametrize(("org_url", "graph_base"), [
     ("https://dev.azure.com/fabrikam", "https://vssps.dev.azure.com/fabrikam"),
     ("https://fabrikam.visualstudio.com/", "https://fabrikam.vssps.visualstudio.com"),
@@ -88,11 +92,11 @@ def test_entitlement_token_is_url_encoded_and_paging_stops_only_without_token() 
         raw_queries.append(raw)
         tok = parse_qs(raw).get("continuationToken", [None])[0]
         if tok is None:
-            return json_response({"members": [{"id": "u1"}], "items": [{"id": "u1"}], "continuationToken": token1})
+            return json_response({"members": [_ent("u1")], "items": [_ent("u1")], "continuationToken": token1})
         if tok == token1:  # an empty page that still carries a token
             return json_response({"members": [], "items": [], "continuationToken": token2})
         assert tok == token2
-        return json_response({"members": [{"id": "u2"}], "items": [{"id": "u2"}], "continuationToken": None})
+        return json_response({"members": [_ent("u2")], "items": [_ent("u2")], "continuationToken": None})
 
     svc.on("GET", "/_apis/userentitlements", ents)
 
@@ -135,7 +139,7 @@ def test_teams_skip_paging_has_no_100_cap(n_teams: int, expected_requests: int) 
 
 def test_team_members_skip_paging() -> None:
     svc = FakeService()
-    members = [{"isTeamAdmin": i == 0, "identity": {"id": f"m{i}"}} for i in range(130)]
+    members = [{"isTeamAdmin": i == 0, "identity": {"id": f"m{i}", "descriptor": f"aad.m{i}"}} for i in range(130)]
 
     def handler(request: httpx.Request) -> httpx.Response:
         q = parse_qs(urlsplit(str(request.url)).query)
@@ -208,7 +212,7 @@ def test_accounts_profile_then_member_id() -> None:
 
     def accounts(request: httpx.Request) -> httpx.Response:
         assert parse_qs(urlsplit(str(request.url)).query)["memberId"] == ["me-1"]
-        return json_response({"count": 1, "value": [{"accountName": "fabrikam"}]})
+        return json_response({"count": 1, "value": [{"accountId": "a1", "accountName": "fabrikam"}]})
 
     svc.on("GET", "/app/_apis/accounts", accounts)
 
@@ -216,7 +220,7 @@ def test_accounts_profile_then_member_id() -> None:
         async with await connect(svc, settings=ClientSettings()) as c:
             return await c.accounts.list_organizations()
 
-    assert run(go()) == [{"accountName": "fabrikam"}]
+    assert run(go()) == [{"accountId": "a1", "accountName": "fabrikam"}]
 
 
 def test_accounts_area_missing_from_org_list_uses_the_global_lookup() -> None:
@@ -234,7 +238,7 @@ def test_accounts_area_missing_from_org_list_uses_the_global_lookup() -> None:
         if url.startswith("https://app.vssps.visualstudio.com/_apis/profile/profiles/me"):
             return json_response({"id": "me"})
         if url.startswith("https://app.vssps.visualstudio.com/_apis/accounts"):
-            return json_response({"count": 1, "value": [{"accountName": "fabrikam"}]})
+            return json_response({"count": 1, "value": [{"accountId": "a1", "accountName": "fabrikam"}]})
         return httpx.Response(404, text="Page not found.", headers={"content-type": "text/plain"})
 
     async def go() -> list[dict]:
@@ -244,7 +248,7 @@ def test_accounts_area_missing_from_org_list_uses_the_global_lookup() -> None:
             await c.accounts.list_organizations()
             return first
 
-    assert run(go()) == [{"accountName": "fabrikam"}]
+    assert run(go()) == [{"accountId": "a1", "accountName": "fabrikam"}]
     assert sum("resourceAreas/" in u for u in calls) == 1  # looked up once, then remembered
 
 

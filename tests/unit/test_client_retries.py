@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from azdo_pipeline.client import ClientSettings, ThrottledError, TransientError
+from azdo_pipeline.client.errors import UnexpectedResponseError
 
 from .test_client_support import FakeClock, FakeService, collect, connect, json_response, run
 
@@ -205,3 +206,39 @@ class _Cred:
 
     async def on_unauthorized(self) -> bool:
         return False
+
+
+@pytest.mark.parametrize(("answer", "problem"), [
+    (httpx.Response(200, content=b'{"value": []}', headers={"content-type": "text/plain"}),
+     "content type text/plain, expected application/json"),
+    (httpx.Response(200, content=b"", headers={"content-type": "application/json"}), "an empty body"),
+    (httpx.Response(200, content=b"null", headers={"content-type": "application/json"}), "JSON null"),
+    (json_response({"count": 2}), "no `value` list"),
+])
+def test_damaged_page_is_read_again_a_bounded_number_of_times_then_named(answer: httpx.Response,
+                                                                        problem: str) -> None:
+    svc = FakeService()
+    svc.on("GET", "/_apis/graph/users", lambda r: answer)
+    clock = FakeClock()
+
+    async def go() -> None:
+        async with await connect(svc, clock=clock, settings=ClientSettings(damaged_retries=2)) as c:
+            with pytest.raises(UnexpectedResponseError) as err:
+                await collect(c.graph.iter_users())
+            assert c.stats.by_endpoint["GET graph/users"] == 3  # the first read and two more
+            assert "GET graph/users" in str(err.value) and problem in str(err.value)
+            assert "read 3 times" in str(err.value)
+
+    run(go())
+
+
+def test_damaged_page_then_a_good_one_reads_the_good_one() -> None:
+    svc = FakeService()
+    _script(svc, "/_apis/graph/users", [json_response({"count": 1}), json_response(PAGE)])
+
+    async def go() -> None:
+        async with await connect(svc, clock=FakeClock()) as c:
+            assert await collect(c.graph.iter_users()) == [PAGE["value"]]
+            assert c.stats.by_endpoint["GET graph/users"] == 2
+
+    run(go())
