@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -231,6 +231,21 @@ def join_users(user_batches: list[pa.RecordBatch], ent_batches: list[pa.RecordBa
     return joined.select(schemas.USERS.names).cast(schemas.USERS)
 
 
+T = TypeVar("T")
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args) in a worker thread, awaited to its end even when the sync is cancelled: a thread
+    cannot be stopped, and the writer it uses is closed as soon as the sync unwinds (a Parquet
+    writer closed under a running write crashed the process: tests/faults)."""
+    job = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        await asyncio.wait([job])
+        raise
+
+
 async def write_users(out: TableWriter, users: Awaitable[GraphUsers], entitlements: Awaitable[Entitlements]) -> int:
     """The users table: Graph users joined with their entitlements. Returns how many entitlements
     matched no Graph user (a user the Graph list left out: reconciled, never silently dropped)."""
@@ -242,7 +257,7 @@ async def write_users(out: TableWriter, users: Awaitable[GraphUsers], entitlemen
 
     # The join and its Parquet write release the GIL: off the event loop, which the membership
     # read needs at this very moment (it resumes when the entitlement keys are complete).
-    return await asyncio.to_thread(join_and_write)
+    return await _in_thread(join_and_write)
 
 
 def unmatched_entitlements(user_batches: list[pa.RecordBatch], ent_batches: list[pa.RecordBatch]) -> int:
@@ -272,7 +287,7 @@ async def read_memberships(client: SyncClient, out: TableWriter, groups: Awaitab
         batch = (pa.array(containers, pa.string()), pa.array(members_col, pa.string()))
         containers.clear()
         members_col.clear()
-        await asyncio.to_thread(_write_memberships, out, *batch)  # Arrow and Parquet release the GIL
+        await _in_thread(_write_memberships, out, *batch)  # Arrow and Parquet release the GIL
 
     async with asyncio.TaskGroup() as tg:
         keys_ready = tg.create_task(entitlement_keys())
