@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint install bench bench-sync bench-graph dev clean
 
-$(STAMP): pyproject.toml simulator/pyproject.toml
+$(STAMP): pyproject.toml simulator/pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]" -e ./simulator
+	$(PY) -m pip install --quiet -e ".[dev,postgres]" -e ./simulator
 	touch $(STAMP)
 
 install: $(STAMP)
