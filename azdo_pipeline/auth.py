@@ -446,7 +446,8 @@ def oauth_settings(org: Any, environ: Mapping[str, str] | None = None) -> OAuthS
         secret = Secret(value)
     return OAuthSettings(tenant_id=auth.tenant_id, client_id=auth.client_id, client_secret=secret,
                          authority_host=auth.authority_host, graph_host=auth.graph_host,
-                         token_cache=org.token_cache_path(), ca_bundle=org.ca_bundle)
+                         token_cache=org.token_cache_path(), ca_bundle=org.ca_bundle,
+                         proxy=org.proxy)
 
 
 def credential_from_config(org: Any, environ: Mapping[str, str] | None = None) -> PatCredential | OAuthCredential:

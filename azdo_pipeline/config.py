@@ -35,6 +35,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .client.errors import ConfigurationError
+from .client.proxies import check_proxy_url
 from .client.secrets import register_secret
 from .client.transport import ClientSettings
 from .secret_shapes import looks_like_secret
@@ -139,6 +140,8 @@ class OrganizationConfig(_Settings):
     url: str = Field(default="", validate_default=True)  # default: https://dev.azure.com/<name>
     auth: Annotated[PatAuth | OAuthAuth, Field(discriminator="method")]
     ca_bundle: str | None = None
+    # HTTP proxy for this organization's requests (Azure DevOps, Graph, msal); unset: HTTPS_PROXY.
+    proxy: str | None = None
     sync_teams: StrictBool = False
     sync_organizations: StrictBool = False
     incremental_sync: StrictBool = False
@@ -175,6 +178,18 @@ class OrganizationConfig(_Settings):
             raise ValueError("not an existing file")
         return str(_resolve(value, info))
 
+    @field_validator("proxy", mode="before")
+    @classmethod
+    def _proxy_url(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("not a proxy URL")
+        try:
+            return check_proxy_url(value, "proxy", allow_credentials=False)
+        except ConfigurationError as exc:
+            raise _problem(str(exc).removeprefix("proxy: ")) from None
+
     @model_validator(mode="after")
     def _provisioning_needs_oauth_app(self) -> OrganizationConfig:
         if not self.entra_group_provisioning:
@@ -190,7 +205,8 @@ class OrganizationConfig(_Settings):
         return self
 
     def client_settings(self, **overrides: Any) -> ClientSettings:
-        return ClientSettings(max_concurrency=self.concurrency, ca_bundle=self.ca_bundle, **overrides)
+        return ClientSettings(max_concurrency=self.concurrency, ca_bundle=self.ca_bundle, proxy=self.proxy,
+                              **overrides)
 
     def token_cache_path(self) -> Path:
         if isinstance(self.auth, OAuthAuth) and self.auth.token_cache is not None:
@@ -407,6 +423,7 @@ _MUST_BE = {
     "authority_host": "must be an https URL, got {got}",
     "graph_host": "must be an https URL, got {got}",
     "ca_bundle": "must be the path of an existing PEM file, got {got}",
+    "proxy": "must be an HTTP proxy URL such as http://proxy.corp:8080, got {got}",
     "concurrency": "must be an integer from 1 to 64 (requests in flight), got {got}",
     **{flag: "must be true or false, got {got}" for flag in (
         "sync_teams", "sync_organizations", "incremental_sync", "entra_group_provisioning", "simulated")},

@@ -72,3 +72,29 @@ def test_credentials_only_from_the_environment_and_never_printed() -> None:
     rules = ProxyRules.resolve(None, {"HTTPS_PROXY": "http://user:s3cr3t-proxy-pw@p:1"})
     assert rules.proxy_for(ADO) == "http://user:s3cr3t-proxy-pw@p:1"
     assert "s3cr3t-proxy-pw" not in redact(f"failed through {rules.proxy_for(ADO)}")
+
+
+def test_organization_proxy_setting_reaches_every_client() -> None:
+    from azdo_pipeline.auth import oauth_settings
+    from azdo_pipeline.config import parse_config
+
+    cfg = parse_config({"organizations": [{
+        "name": "fabrikam", "proxy": "proxy.corp:3128",
+        "auth": {"method": "oauth", "tenant_id": "contoso.onmicrosoft.com",
+                 "client_id": "00000000-0000-0000-0000-000000000001"}}]})
+    org = cfg.organizations[0]
+    assert org.client_settings().proxy == "http://proxy.corp:3128"  # Azure DevOps and Graph clients
+    assert oauth_settings(org, {}).proxy == "http://proxy.corp:3128"  # msal
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("http://user:hunter2hunter2@proxy.corp:8080", "must not contain credentials"),
+    ("socks5://proxy.corp:1080", "SOCKS proxies are not supported"),
+    (8080, "must be an HTTP proxy URL such as http://proxy.corp:8080"),
+])
+def test_organization_proxy_setting_is_checked_on_load(value: object, message: str) -> None:
+    from azdo_pipeline.config import parse_config
+
+    with pytest.raises(ConfigurationError, match=rf"organizations\[0\]\.proxy: {message}") as info:
+        parse_config({"organizations": [{"name": "x", "proxy": value, "auth": {"method": "pat", "pat_env": "A"}}]})
+    assert "hunter2" not in str(info.value)
