@@ -47,12 +47,12 @@ def access_graph_build(context: dg.AssetExecutionContext, azdo: AzdoPipeline):
     store = azdo.store()
     # One raw snapshot, even should a sync publish `latest` while this reads it.
     raw, raw_snapshot = store.read_consistent(schemas.RAW_TABLES, org)
-    snapshot = new_snapshot_id(run_id=context.run.run_id)
-    counts = write_access_graph(raw, lambda name, schema: store.writer(name, schema, org, snapshot),
-                                organization=org)
-    for name in DERIVED_TABLES:
-        store.publish(name, org, snapshot)
-    graph = {name: store.read_latest(name, org) for name in DERIVED_TABLES}
+    # Its own id: the raw sync of the same run may have started within the same second.
+    snapshot = f"{new_snapshot_id(run_id=context.run.run_id)}-graph"
+    with store.begin(org, snapshot, kind="access_graph") as draft:
+        counts = write_access_graph(raw, draft.writer, organization=org)
+        graph = {name: draft.read(name) for name in DERIVED_TABLES}
+        draft.commit(simulated=simulated, extra={"raw_snapshot": raw_snapshot})
     for name, schema in DERIVED_TABLES.items():
         yield dg.MaterializeResult(asset_key=name, metadata={
             "dagster/row_count": counts[name],

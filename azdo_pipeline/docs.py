@@ -52,8 +52,9 @@ def render() -> str:
         "     azdo_pipeline/accessgraph/schemas.py. Do not edit by hand: a test fails when this file drifts. -->",
         "",
         "Every table is Parquet (zstd), one partition per organization, Hive-style folders "
-        "(`{data_dir}/latest/{table}/org={org}/{table}.parquet`; every snapshot under "
-        "`{data_dir}/{table}/org={org}/snapshot={id}/`). Dictionary-encoded columns read as plain strings in "
+        "(`{data_dir}/latest/{table}/org={org}/{table}.parquet`, switched to a new sync's tables in one step; "
+        "earlier snapshots under `{data_dir}/{table}/org={org}/snapshot={id}/`, kept per the `snapshots:` "
+        "retention). Dictionary-encoded columns read as plain strings in "
         "DuckDB, Spark and Polars, and as `category` in pandas. Worked queries: [queries.md](queries.md).",
         "",
         "## Raw tables",

@@ -110,7 +110,7 @@ def write_access_graph(raw: Source, open_writer: Callable[[str, pa.Schema], Any]
     """Stream every derived table into writers; returns row counts.
 
     open_writer(name, schema) must return a context manager whose value has `write_table(table)`,
-    e.g. `lambda name, schema: store.writer(name, schema, org, snapshot)`.
+    e.g. `draft.writer` of a Store.begin draft.
     """
     ix = compile_graph(raw, organization)
     counts = dict.fromkeys(DERIVED_TABLES, 0)

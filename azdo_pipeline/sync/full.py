@@ -2,10 +2,11 @@
 
 Independent streams (sync/streams.py) run concurrently under one asyncio.TaskGroup; a stream that
 needs another's result awaits that stream's task, so the waits below are the data flow. The
-client bounds the number of requests in flight. Each table streams page by page to its own
-temporary file; only when every table is complete are they renamed into the snapshot. The
-snapshot is then reconciled (sync/reconcile.py) and published as `latest` only if every rule
-passes, so a failed or inconsistent sync leaves the previous snapshot untouched.
+client bounds the number of requests in flight. Each table streams page by page into a draft
+snapshot (Store.begin), written aside. The draft is then reconciled (sync/reconcile.py): if every
+rule passes it is committed and `latest` switches to it in one step; if not it is rejected (kept
+under `_rejected/` for inspection, never published). A failed or inconsistent sync leaves the
+previous snapshot untouched and nothing half-written.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import schemas
-from ..store import Store, TableWriter
+from ..store import SnapshotDraft, Store, TableWriter
 from . import reconcile, streams
 from .errors import ReconciliationError
 from .reconcile import RuleResult
@@ -86,37 +87,39 @@ async def full_sync(client: SyncClient, store: Store, org: str, snapshot: str,
     """Pull every raw table of `org` into `snapshot` and publish it as the latest snapshot."""
     started = time.monotonic()
     report = SyncReport(org=org, snapshot=snapshot)
-    with ExitStack() as stack:
-        writers: dict[str, TableWriter] = {
-            name: stack.enter_context(store.writer(name, schema, org, snapshot))
-            for name, schema in schemas.RAW_TABLES.items()
-        }
-        facts = await _run_streams(client, writers, options, report)
-    # Every table is complete and renamed into the snapshot: reconcile it, then publish the tables together.
-    report.reconciliation = await asyncio.to_thread(_reconcile, store, org, snapshot, facts)
-    failed = reconcile.failures(report.reconciliation)
-    if failed:
-        raise ReconciliationError(org, snapshot, failed, report.reconciliation,
-                                  kept_at=str(store.snapshot_path(failed[0].table, org, snapshot)))
-    for name, w in writers.items():
-        store.publish(name, org, snapshot)
-        report.tables[name] = TableResult(w.rows, store.latest_path(name, org), _enabled(name, options))
-    stats = client.stats
-    report.requests = stats.total
-    report.requests_by_endpoint = dict(stats.by_endpoint)
-    report.retries = stats.retries
-    report.throttled = stats.throttled
-    report.notes = list(stats.notes)
-    report.duration_s = time.monotonic() - started
-    store.write_manifest(org, snapshot, {
-        n: {"rows": t.rows, "enabled": t.enabled} for n, t in report.tables.items()} | {
-        "_requests": report.requests}, simulated=options.simulated)
+    # Tables are written aside (a draft); `latest` switches to all of them in one step at commit.
+    with store.begin(org, snapshot) as draft:
+        with ExitStack() as stack:
+            writers: dict[str, TableWriter] = {
+                name: stack.enter_context(draft.writer(name, schema))
+                for name, schema in schemas.RAW_TABLES.items()
+            }
+            facts = await _run_streams(client, writers, options, report)
+        # Every table is complete: reconcile the draft; only a snapshot that adds up is published.
+        report.reconciliation = await asyncio.to_thread(_reconcile, draft, facts)
+        failed = reconcile.failures(report.reconciliation)
+        if failed:
+            kept = draft.reject(f"{f.table}: {f.rule} failed for {f.count} {f.unit}"
+                                + (f" ({f.detail})" if f.detail else "")
+                                + (f"; e.g. {', '.join(f.examples)}" if f.examples else "") for f in failed)
+            raise ReconciliationError(org, snapshot, failed, report.reconciliation, kept_at=str(kept))
+        for name, w in writers.items():
+            report.tables[name] = TableResult(w.rows, store.latest_path(name, org), _enabled(name, options))
+        stats = client.stats
+        report.requests = stats.total
+        report.requests_by_endpoint = dict(stats.by_endpoint)
+        report.retries = stats.retries
+        report.throttled = stats.throttled
+        report.notes = list(stats.notes)
+        report.duration_s = time.monotonic() - started
+        draft.commit({n: {"enabled": t.enabled} for n, t in report.tables.items()},
+                     simulated=options.simulated, extra={"requests": report.requests})
     return report
 
 
-def _reconcile(store: Store, org: str, snapshot: str, facts: reconcile.Facts) -> list[RuleResult]:
+def _reconcile(draft: SnapshotDraft, facts: reconcile.Facts) -> list[RuleResult]:
     tables: dict[str, pa.Table] = {
-        name: pq.read_table(store.snapshot_path(name, org, snapshot), columns=reconcile.columns_needed(name))
+        name: pq.read_table(draft.table_path(name), columns=reconcile.columns_needed(name))
         for name in schemas.RAW_TABLES}
     return reconcile.reconcile(tables, facts)
 
