@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
 import re
 from collections.abc import Iterator
 from datetime import datetime
@@ -28,6 +29,7 @@ from azdo_pipeline.auth import OAuthCredential, OAuthSettings, PatCredential, lo
 from azdo_pipeline.client import AzureDevOpsClient, ClientSettings
 from azdo_pipeline.client.secrets import Secret
 from azdo_pipeline.store import Store
+from azdo_pipeline.sync.errors import ReconciliationError
 from azdo_pipeline.sync.full import SyncOptions, SyncReport, full_sync
 
 pytestmark = pytest.mark.timeout(240)
@@ -272,3 +274,26 @@ def test_missing_scope_names_the_scope(tiny_server: SimulatorServer, tmp_path: P
     with pytest.raises(Exception, match=r"vso\.graph") as err:
         _sync(tiny_server, PatCredential(token), Store(tmp_path))
     assert token not in str(err.value)
+
+
+def test_a_snapshot_that_does_not_add_up_is_rejected_and_latest_kept(tiny_server: SimulatorServer,
+                                                                       tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    pat = _all_orgs_pat(tiny_server)
+    _sync(tiny_server, pat, store, snapshot="20260101T000000Z-good")
+    before = {t: store.latest_path(t, ORG).read_bytes() for t in schemas.RAW_TABLES}
+    # the entitlement list answers no member but says there are 7: a short read
+    _set_faults(tiny_server, {"rules": [{"path": "userentitlements", "status": 200, "count": -1,
+                                         "body": {"members": [], "totalCount": 7, "continuationToken": None}}]})
+    try:
+        with pytest.raises(ReconciliationError, match="total_count") as err:
+            _sync(tiny_server, pat, store, snapshot="20260102T000000Z-bad")
+    finally:
+        _set_faults(tiny_server, {})
+    kept = tmp_path / "_rejected" / f"org={ORG}" / "20260102T000000Z-bad"
+    assert str(kept) in str(err.value)
+    assert json.loads((kept / "REJECTED.json").read_text())["problems"][0].startswith("users: total_count failed")
+    assert (kept / "users.parquet").exists()  # kept for inspection
+    assert {t: store.latest_path(t, ORG).read_bytes() for t in schemas.RAW_TABLES} == before
+    assert store.snapshots(ORG) == ["20260101T000000Z-good"]
+    assert not list(tmp_path.glob("*/org=*/snapshot=20260102T000000Z-bad"))
