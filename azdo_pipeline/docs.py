@@ -1,9 +1,10 @@
-"""Generate docs/tables.md from the Arrow schemas, so the analysts' reference cannot drift.
+"""Generate docs/tables.md from the Arrow schemas, so the analysts' reference cannot drift, and
+docs/requests.md from the provisioning request model (azdo_pipeline.provisioning.reference).
 
-    python -m azdo_pipeline.docs            # rewrite docs/tables.md
-    python -m azdo_pipeline.docs --check    # exit 1 when docs/tables.md is out of date
+    python -m azdo_pipeline.docs            # rewrite docs/tables.md and docs/requests.md
+    python -m azdo_pipeline.docs --check    # exit 1 when either is out of date
 
-A test compares the committed file with `render()`.
+Tests compare the committed files with `render()` and `reference.render()`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .accessgraph import model
 from .accessgraph.schemas import DERIVED_TABLES, VIA_VALUES
 
 TABLES_MD = Path(__file__).resolve().parent.parent / "docs" / "tables.md"
+REQUESTS_MD = TABLES_MD.parent / "requests.md"
 
 
 def _cell(text: str) -> str:
@@ -95,22 +97,31 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Generate docs/tables.md from the Arrow schemas.")
-    ap.add_argument("--check", action="store_true", help="exit 1 when the committed file is out of date")
-    ap.add_argument("--output", default=str(TABLES_MD))
+    from .provisioning import reference
+
+    ap = argparse.ArgumentParser(description="Generate docs/tables.md and docs/requests.md from the code.")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a committed file is out of date")
+    ap.add_argument("--output", default=None, help="where tables.md goes (alone: only this file)")
+    ap.add_argument("--requests-output", default=None, help="where requests.md goes (alone: only this file)")
     args = ap.parse_args(argv)
-    text = render()
-    path = Path(args.output)
-    if args.check:
-        current = path.read_text(encoding="utf-8") if path.exists() else ""
-        if current != text:
-            print(f"{path} is out of date: run `python -m azdo_pipeline.docs`", file=sys.stderr)
-            return 1
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    print(f"wrote {path}")
-    return 0
+    both = args.output is None and args.requests_output is None
+    targets: list[tuple[Path, str]] = []
+    if both or args.output is not None:
+        targets.append((Path(args.output or TABLES_MD), render()))
+    if both or args.requests_output is not None:
+        targets.append((Path(args.requests_output or REQUESTS_MD), reference.render()))
+    status = 0
+    for path, text in targets:
+        if args.check:
+            current = path.read_text(encoding="utf-8") if path.exists() else ""
+            if current != text:
+                print(f"{path} is out of date: run `python -m azdo_pipeline.docs`", file=sys.stderr)
+                status = 1
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path}")
+    return status
 
 
 if __name__ == "__main__":

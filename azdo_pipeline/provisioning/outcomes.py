@@ -86,10 +86,10 @@ class Outcome:
 
     @classmethod
     def for_request(cls, request: Request, status: Status, message: str, **kw: Any) -> Outcome:
+        fields: dict[str, Any] = {"dry_run": request.dry_run, "requested_at": request.requested_at, **kw}
         return cls(request_id=request.id, organization=request.organization, action=request.action,
                    status=status, message=message, principal=str(request.principal),
-                   target=str(request.target) if request.target is not None else None, dry_run=request.dry_run,
-                   requested_at=request.requested_at, **kw)
+                   target=str(request.target) if request.target is not None else None, **fields)
 
     def settled(self, status: Status, message: str, at: datetime, calls: Sequence[ApiCall] = ()) -> Outcome:
         """This outcome moved on from `pending` (to confirmed / unconfirmed)."""
