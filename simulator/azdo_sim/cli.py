@@ -2,7 +2,7 @@
 
     azdo-pipeline simulate [--size small] [--seed 0] [--port 8765] [--org sim-fabrikam]
                            [--throttle] [--latency-ms 20-80]     serve the simulator until Ctrl-C
-    azdo-pipeline demo [--size small] [--data-dir data]           the main job against the simulator
+    azdo-pipeline demo [--size small] [--data-dir DIR]            the main job against the simulator
     azdo-pipeline tour [--size small]                             the simulator answering a few routes
     azdo-pipeline dev [--size small] [--ui-port 3000]             Dagster UI against its own simulator
 
@@ -182,7 +182,9 @@ def run_tour(args: argparse.Namespace) -> int:
 def _main_job_arguments(p: argparse.ArgumentParser) -> None:
     _sim_arguments(p, port=None)
     p.set_defaults(seed=42)
-    p.add_argument("--data-dir", default="data", help="where the Parquet goes (default ./data)")
+    p.add_argument("--data-dir", default=None,
+                   help="where the Parquet goes (default ./data/<command>-<size>, e.g. ./data/demo-small: "
+                        "simulated runs of different commands and sizes never overwrite each other)")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -216,8 +218,8 @@ def register(sub: Any) -> None:
         ("demo", "the main job against the bundled simulator: full sync + access graph, with a summary",
          _main_job_arguments, run_demo),
         ("tour", "start the simulator and show a few real routes answering", _demo_arguments, run_tour),
-        ("dev", "start a simulator and open the Dagster UI against it (materialize by hand)", _dev_arguments,
-         run_dev),
+        ("dev", "start a bundled simulator of its own and the Dagster UI (dagster dev) against it; "
+                "materialize from the UI; Ctrl-C stops both", _dev_arguments, run_dev),
     ]
     for name, help_, add_arguments, run in commands:
         p = sub.add_parser(name, help=help_, description=help_)

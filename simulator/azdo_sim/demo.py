@@ -78,7 +78,7 @@ def _world(size: str, seed: int, org: str) -> tuple[World, str]:
 def run_demo(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_dir: str | None = None,
              prepare: Callable[[World], None] | None = None) -> int:
     root = repo_root()  # fail before generating anything when run outside the repository
-    out = Path(data_dir or "data").resolve()
+    out = Path(data_dir).resolve() if data_dir else default_data_dir("demo", size).resolve()
     world, token = _world(size, seed, org)
     if prepare is not None:
         prepare(world)
@@ -141,25 +141,56 @@ def print_summary(store: Store, org: str, elapsed: float, counts: dict[str, int]
           f"duckdb: SELECT * FROM read_parquet('{store.data_dir}/latest/users/*/*.parquet', hive_partitioning=1))")
 
 
+def default_data_dir(mode: str, size: str) -> Path:
+    """Where a simulated run writes when no --data-dir is given: one folder per command and size
+    (./data/demo-small, ./data/dev-medium, ...), so a medium demo is not overwritten by the next
+    small one, nor by the UI's runs; the user's own configuration names its own data_dir."""
+    return Path("data") / f"{mode}-{size}"
+
+
 def run_dev(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_dir: str | None = None, *,
             ui_port: int = 3000) -> int:
-    """`dagster dev` against a simulator served over TLS on 127.0.0.1 (until Ctrl-C)."""
+    """A simulator over TLS on 127.0.0.1 and `dagster dev` against it, until Ctrl-C.
+
+    The Dagster instance lives in a temporary DAGSTER_HOME outside the repository (with the
+    repository's dagster.yaml: run queue, concurrency limits), removed on exit: `dagster dev`
+    would otherwise make a `.tmp_dagster_home_*` folder in the repository, which it leaves behind
+    when it is killed. On Ctrl-C `dagster dev` gets the interrupt too and is given time to stop
+    its webserver, daemon and runs before anything is cleaned up.
+    """
+    import shutil
+    import signal
     import subprocess
     import sys
 
     root = repo_root()
-    out = Path(data_dir or "data").resolve()
+    out = Path(data_dir).resolve() if data_dir else default_data_dir("dev", size).resolve()
     world, token = _world(size, seed, org)
-    home = root / ".azdo-sim"
-    home.mkdir(exist_ok=True)
-    with SimulatorServer(world) as server:
-        cfg = home / "azdo-pipeline.yaml"
-        write_demo_config(cfg, org=org, url=server.org_url(org), ca_file=str(server.ca_file), data_dir=out)
-        env = dict(os.environ, AZDO_PIPELINE_CONFIG=str(cfg), **{DEMO_PAT_ENV: token})
-        print(f"simulator: {server.org_url(org)}; configuration {cfg}; Dagster UI on http://127.0.0.1:{ui_port}")
-        print("the register_organizations sensor adds the partition; materialize from the UI (Ctrl-C stops)")
-        try:
-            return subprocess.call([sys.executable, "-m", "dagster", "dev", "-w", str(root / "workspace.yaml"),
-                                    "-p", str(ui_port)], env=env, cwd=root)
-        except KeyboardInterrupt:
-            return 130
+    home = Path(tempfile.mkdtemp(prefix="azdo-pipeline-dev-"))
+    try:
+        shutil.copy(root / "dagster.yaml", home / "dagster.yaml")
+        with SimulatorServer(world) as server:
+            cfg = home / "azdo-pipeline.yaml"
+            write_demo_config(cfg, org=org, url=server.org_url(org), ca_file=str(server.ca_file), data_dir=out)
+            env = dict(os.environ, AZDO_PIPELINE_CONFIG=str(cfg), DAGSTER_HOME=str(home),
+                       **{DEMO_PAT_ENV: token})
+            print(f"simulator: {server.org_url(org)}; Dagster UI on http://127.0.0.1:{ui_port}; Parquet in {out}")
+            print("the register_organizations sensor adds the partition; materialize from the UI (Ctrl-C stops)")
+            proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(root / "workspace.yaml"),
+                                     "-p", str(ui_port)], env=env, cwd=root)
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                # The terminal sent SIGINT to dagster dev as well; let it shut down cleanly.
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                return 130
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

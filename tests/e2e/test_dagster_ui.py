@@ -69,6 +69,7 @@ def dagster_dev(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tupl
     else:
         cmd = [sys.executable, "-m", "azdo_pipeline.cli", "dev", "--org", ORG,
                "--size", "tiny", "--data-dir", str(data), "--ui-port", str(port)]
+    leftovers_before = set(ROOT.glob(".tmp_dagster_home_*"))
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
@@ -84,12 +85,16 @@ def dagster_dev(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tupl
             pytest.fail("dagster dev did not start within 120 s")
         yield port, data
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        # What Ctrl-C in a terminal does: SIGINT to the whole process group.
+        os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         stack.close()
+    # Ctrl-C leaves no Dagster instance folder in the repository.
+    assert set(ROOT.glob(".tmp_dagster_home_*")) - leftovers_before == set()
 
 
 def test_ui_launches_a_sync_that_writes_the_graph(dagster_dev: tuple[int, Path]) -> None:
