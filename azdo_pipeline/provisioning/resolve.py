@@ -77,12 +77,15 @@ class Directory:
     def from_store(cls, store: Store, org: str) -> Directory:
         """The newest complete snapshot's tables; an organization never synced gives an empty directory."""
         tables: dict[str, pa.Table] = {}
-        for name in DIRECTORY_TABLES:
-            try:
-                got, _ = store.read_consistent([name], org)
-            except FileNotFoundError:
-                continue
-            tables.update(got)
+        try:
+            tables, _ = store.read_consistent(DIRECTORY_TABLES, org)  # one publish, never a mix
+        except FileNotFoundError:
+            for name in DIRECTORY_TABLES:  # some tables not synced (yet): whatever is there
+                try:
+                    got, _ = store.read_consistent([name], org)
+                except FileNotFoundError:
+                    continue
+                tables.update(got)
         return cls.from_tables(tables)
 
     # ---- look-ups without any API call ------------------------------------------------------

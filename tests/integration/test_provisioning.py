@@ -62,9 +62,10 @@ def env(tmp_path: Path) -> Iterator[Env]:
     store = Store(tmp_path / "data")
     with world.lock:
         truth = ground_truth(org)
-    for name, rows in truth.items():
-        store.write_table(name, pa.Table.from_pylist(rows, schema=schemas.RAW_TABLES[name]), ORG, "s1")
-        store.publish(name, ORG, "s1")
+    with store.begin(ORG, "s1") as draft:
+        for name, rows in truth.items():
+            draft.write_table(name, pa.Table.from_pylist(rows, schema=schemas.RAW_TABLES[name]))
+        draft.commit(simulated=True)
     server = SimulatorServer(world)
     server.start()
     try:

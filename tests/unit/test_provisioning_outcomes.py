@@ -30,3 +30,12 @@ def test_outcome_rows_build_the_table_and_count_only_calls_made() -> None:
 def test_only_pending_is_not_final() -> None:
     assert [s for s in Status if not s.is_final] == [Status.PENDING]
     assert not Status.FAILED.is_success and not Status.REFUSED.is_success and Status.ALREADY_DONE.is_success
+
+
+def test_directory_of_an_organization_never_synced_is_empty(tmp_path) -> None:
+    from azdo_pipeline.provisioning.requests import PrincipalRef
+    from azdo_pipeline.provisioning.resolve import Directory
+    from azdo_pipeline.store import Store
+
+    d = Directory.from_store(Store(tmp_path / "data"), "fabrikam")
+    assert d.by_descriptor == {} and d.principal(PrincipalRef(name="a@b.c")) is None
