@@ -14,10 +14,25 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from .client import AzureDevOpsClient, ConfigurationError
+from .client import AzureDevOpsClient, AzureDevOpsError, ConfigurationError
 from .config import OrgConfig, PipelineConfig, load_config
 from .store import Store
 from .sync.full import SyncOptions, SyncReport, full_sync
+
+
+def unreachable_host_message(org: OrgConfig, source: str, exc: AzureDevOpsError) -> str:
+    """One sentence: the organization could not be reached (cause), and what to check (fix)."""
+    text = exc.message
+    causes = (("CERTIFICATE_VERIFY_FAILED", "its TLS certificate is not trusted"),
+              ("Errno 111", "connection refused"), ("refused", "connection refused"),
+              ("Errno -2", "host name not found"), ("Errno -3", "host name not found"),
+              ("Name or service not known", "host name not found"), ("Errno 101", "network unreachable"),
+              ("Timeout", "no answer in time"), ("ProxyError", "the proxy refused the connection"))
+    cause = next((c for marker, c in causes if marker in text), text.split(" failed: ", 1)[-1])
+    via = f"through the proxy {org.proxy}" if org.proxy else "directly or through HTTPS_PROXY"
+    return (f"Cannot reach organization {org.name} at {org.url} ({cause}): check its `url` in {source}, that "
+            f"this machine can reach that host {via} (corporate networks: set HTTPS_PROXY / NO_PROXY or the "
+            "organization's `proxy`), and that `ca_bundle` holds the CA of a TLS-inspecting proxy.")
 
 
 class AzdoPipeline(dg.ConfigurableResource):
@@ -53,7 +68,13 @@ class AzdoPipeline(dg.ConfigurableResource):
             raise dg.Failure("; ".join(problems))
         from .auth import credential_for
 
-        client = await AzureDevOpsClient.connect(org.url, credential_for(org), settings=org.client_settings())
+        try:
+            client = await AzureDevOpsClient.connect(org.url, credential_for(org), settings=org.client_settings())
+        except AzureDevOpsError as exc:
+            if exc.status != 0:  # the host answered: its own message says what is wrong
+                raise
+            # No answer at all (refused, no route, DNS, TLS): the run's summary says what to check.
+            raise dg.Failure(description=unreachable_host_message(org, cfg.source, exc)) from None
         try:
             yield client
         finally:

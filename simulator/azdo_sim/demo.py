@@ -63,6 +63,14 @@ def write_demo_config(path: Path, *, org: str, url: str, ca_file: str, data_dir:
     }, sort_keys=False))
 
 
+def no_proxy_with_loopback(environ: dict[str, str] | os._Environ[str]) -> str:
+    """NO_PROXY plus the loopback simulator: behind a corporate HTTPS_PROXY the simulated runs must
+    still reach 127.0.0.1 directly (the pipeline honours NO_PROXY, docs/configuration.md)."""
+    current = environ.get("no_proxy") or environ.get("NO_PROXY") or ""
+    entries = [e.strip() for e in current.split(",") if e.strip()]
+    return ",".join([*entries, *(h for h in ("127.0.0.1", "localhost") if h not in entries)])
+
+
 def _world(size: str, seed: int, org: str) -> tuple[World, str]:
     """A generated organization and an all-organizations PAT for its owner."""
     t0 = time.monotonic()
@@ -87,6 +95,8 @@ def run_demo(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_d
         cfg = Path(tmp) / "azdo-pipeline.yaml"
         write_demo_config(cfg, org=org, url=server.org_url(org), ca_file=server.ca_file, data_dir=out)
         os.environ[DEMO_PAT_ENV] = token
+        proxy_vars = {k: os.environ.get(k) for k in ("no_proxy", "NO_PROXY")}
+        os.environ["no_proxy"] = os.environ["NO_PROXY"] = no_proxy_with_loopback(os.environ)
         previous = os.environ.get(ENV_CONFIG)
         os.environ[ENV_CONFIG] = str(cfg)  # the code location validates it when it loads
         try:
@@ -103,6 +113,11 @@ def run_demo(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_d
                 elapsed = time.monotonic() - started
         finally:
             os.environ.pop(DEMO_PAT_ENV, None)
+            for key, value in proxy_vars.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
             if previous is None:
                 os.environ.pop(ENV_CONFIG, None)
             else:
@@ -172,8 +187,9 @@ def run_dev(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_di
         with SimulatorServer(world) as server:
             cfg = home / "azdo-pipeline.yaml"
             write_demo_config(cfg, org=org, url=server.org_url(org), ca_file=str(server.ca_file), data_dir=out)
-            env = dict(os.environ, AZDO_PIPELINE_CONFIG=str(cfg), DAGSTER_HOME=str(home),
-                       **{DEMO_PAT_ENV: token})
+            loopback = no_proxy_with_loopback(os.environ)
+            env = dict(os.environ, AZDO_PIPELINE_CONFIG=str(cfg), DAGSTER_HOME=str(home), no_proxy=loopback,
+                       NO_PROXY=loopback, **{DEMO_PAT_ENV: token})
             print(f"simulator: {server.org_url(org)}; Dagster UI on http://127.0.0.1:{ui_port}; Parquet in {out}")
             print("the register_organizations sensor adds the partition; materialize from the UI (Ctrl-C stops)")
             proc = subprocess.Popen([sys.executable, "-m", "dagster", "dev", "-w", str(root / "workspace.yaml"),
