@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml simulator/pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/azdo-pipeline demo --size $(SIZE)
+	$(VENV)/bin/azdo-pipeline demo --size $(SIZE) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 dev: $(STAMP)
-	$(VENV)/bin/azdo-pipeline dev --size $(SIZE)
+	$(VENV)/bin/azdo-pipeline dev --size $(SIZE) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 # Benchmarks print figures (they are not tests). SIZE applies to the sync and graph benchmarks.
 bench: $(STAMP)
