@@ -1,6 +1,8 @@
 """The `azdo-pipeline` console script.
 
     azdo-pipeline login --org NAME [--device-code]                OAuth sign-in, once
+    azdo-pipeline request grant|revoke|create-account|deprovision-account --org NAME --principal WHO ...
+                                                                  write one request into the inbox
 
 With the simulator installed (azdo-sim), also `demo`, `dev`, `simulate` and `tour`.
 """
@@ -34,6 +36,79 @@ def run_login(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- request: write one provisioning request into the inbox ----------------------------------------
+_REQUEST_ACTIONS = {"grant": "grant", "revoke": "revoke", "create-account": "create_account",
+                    "deprovision-account": "deprovision_account"}
+
+
+def _request_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for name, action in _REQUEST_ACTIONS.items():
+        q = sub.add_parser(name, help=f"a {action} request")
+        q.add_argument("--org", required=True, help="organization name in the configuration")
+        q.add_argument("--principal", required=True,
+                       help="who: a descriptor, or a principal name / e-mail (resolved through the synced tables)")
+        if action in ("grant", "revoke"):
+            q.add_argument("--target", required=True,
+                           help="the group or team: a descriptor, '[Project]\\Group Name' or 'Project\\Team'")
+        if action == "create_account":
+            q.add_argument("--license", default="express",
+                           help="express (basic), stakeholder or msdn (Visual Studio subscriber)")
+            q.add_argument("--project", action="append", default=[], metavar="PROJECT[:ROLE]",
+                           help="add the account to a project (role: contributors, readers, ...); repeatable")
+        q.add_argument("--id", default=None, help="request id (default: a new UUID); the same id is carried out once")
+        q.add_argument("--dry-run", action="store_true", help="report the calls it would make; make none")
+        q.add_argument("--inbox", default=None, help="inbox folder (default: the configuration's "
+                                                     "provisioning.inbox_dir, else {data_dir}/inbox)")
+        q.add_argument("--config", default=None, help="configuration file (default: $AZDO_PIPELINE_CONFIG, "
+                                                      "./azdo-pipeline.yaml)")
+        q.set_defaults(request_action=action)
+
+
+def request_document(args: argparse.Namespace) -> dict[str, object]:
+    import uuid
+
+    doc: dict[str, object] = {"id": args.id or str(uuid.uuid4()), "organization": args.org,
+                              "action": args.request_action, "principal": args.principal}
+    if getattr(args, "target", None):
+        doc["target"] = args.target
+    if args.request_action == "create_account":
+        doc["license"] = args.license
+        if args.project:
+            doc["projects"] = [dict(zip(("project", "role"), p.split(":", 1), strict=False)) for p in args.project]
+    if args.dry_run:
+        doc["dry_run"] = True
+    return doc
+
+
+def run_request(args: argparse.Namespace) -> int:
+    """Validate one request and write it into the inbox's incoming/ folder atomically."""
+    import json
+    from pathlib import Path
+
+    from .client.errors import ConfigurationError
+    from .config import load_config
+    from .provisioning.flow import parse_request, provisioning_settings
+    from .provisioning.inbox import Inbox
+    from .provisioning.intake import RequestRejected
+
+    doc = request_document(args)
+    try:
+        parse_request(json.dumps(doc).encode())
+    except RequestRejected as e:
+        print(f"azdo-pipeline request: {e}", file=sys.stderr)
+        return 2
+    if args.inbox:
+        folder = Path(args.inbox)
+    else:
+        try:
+            folder = provisioning_settings(load_config(args.config)).inbox_dir
+        except ConfigurationError as e:
+            print(f"azdo-pipeline request: {e} (or name the inbox with --inbox)", file=sys.stderr)
+            return 2
+    path = Inbox(folder).ensure().write_request(doc)
+    print(f"request {doc['id']} ({doc['action']}) written to {path}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("login", help="sign in once with OAuth for an organization (msal token cache, mode 0600)")
     _login_arguments(p)
     p.set_defaults(run=run_login)
+    p = sub.add_parser("request", help="write a provisioning request into the inbox (grant, revoke, "
+                                       "create-account, deprovision-account)")
+    _request_arguments(p)
+    p.set_defaults(run=run_request)
     # Development tools (the simulator) add their commands through this entry-point group, so the
     # product never imports them and a production install simply lacks them.
     for ep in entry_points(group="azdo_pipeline.commands"):

@@ -8,3 +8,11 @@ full_sync_job = dg.define_asset_job(
     description="Full sync of one organization (raw tables), then the access graph built from that snapshot.",
     tags={"azdo/sync_mode": "full"},
 )
+
+provisioning_job = dg.define_asset_job(
+    "provisioning_job",
+    selection=dg.AssetSelection.assets("provisioning_outcomes"),
+    description="Carries out one batch of inbox requests for one organization (the provisioning_inbox sensor "
+                "launches it) and republishes the provisioning_outcomes table.",
+    tags={"azdo/kind": "provisioning"},
+)

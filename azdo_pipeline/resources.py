@@ -16,6 +16,7 @@ from pydantic import Field
 
 from .client import AzureDevOpsClient, AzureDevOpsError, ConfigurationError
 from .config import OrgConfig, PipelineConfig, load_config
+from .provisioning.flow import BatchResult, provision_org, provisioning_settings
 from .store import Store
 from .sync.full import SyncOptions, SyncReport, full_sync
 
@@ -89,6 +90,20 @@ class AzdoPipeline(dg.ConfigurableResource):
         async def run() -> SyncReport:
             async with self.client(name, cfg) as client:
                 return await full_sync(client, self.store(cfg), org.name, snapshot, options)
+
+        return asyncio.run(run())
+
+    def provision(self, name: str, *, batch_id: str, run_id: str, dry_run: bool = False) -> BatchResult:
+        """Carry out one ledger batch of the organization (empty: none), re-check pending Entra
+        changes, re-read the memberships of changed groups, republish provisioning_outcomes."""
+        cfg = self.config()
+        org = self.org(name, cfg)
+
+        async def run() -> BatchResult:
+            async with self.client(name, cfg) as client:
+                return await provision_org(client, org, self.store(cfg),
+                                           provisioning_settings(cfg, data_dir=self.data_dir),
+                                           batch_id=batch_id, run_id=run_id, dry_run=dry_run)
 
         return asyncio.run(run())
 

@@ -213,7 +213,9 @@ class Ledger:
                 "SELECT b.batch_id, b.org, b.attempt, b.run_id, b.worker_pid, b.worker_host, COUNT(r.seq), "
                 "MIN(r.seq) FROM batches b JOIN requests r ON r.batch_id = b.batch_id AND r.state != ? "
                 "GROUP BY b.batch_id ORDER BY MIN(r.seq)", (DONE,)).fetchall()
-        return [Batch(r[0], r[1], r[2], (), run_id=r[3], worker_pid=r[4], worker_host=r[5], unfinished=r[6])
+            ids = {r[0]: tuple(x[0] for x in self._db.execute(
+                "SELECT request_id FROM requests WHERE batch_id = ? ORDER BY seq", (r[0],))) for r in rows}
+        return [Batch(r[0], r[1], r[2], ids[r[0]], run_id=r[3], worker_pid=r[4], worker_host=r[5], unfinished=r[6])
                 for r in rows]
 
     def requeue(self, batch_id: str) -> Batch | None:

@@ -1,0 +1,191 @@
+"""The provisioning flow around the executor: settings, parsing inbox files, carrying out a batch,
+publishing the outcome table.
+
+    inbox file --parse_request--> ledger --form_batches--> batch --carry_out_batch--> outcome rows
+                                                                                   --> provisioning_outcomes
+                                                                                   --> re-read memberships
+
+Free of Dagster: the sensor and the asset in assets/provisioning.py only call into here.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ..store import Store
+from .inbox import Inbox
+from .intake import Accepted, RequestRejected
+from .ledger import Entry, Ledger
+from .runner import run_batch
+
+OUTCOMES_TABLE = "provisioning_outcomes"
+DEFAULT_MAX_BATCH = 250
+
+
+@dataclass(frozen=True)
+class ProvisioningSettings:
+    inbox_dir: Path
+    max_batch: int = DEFAULT_MAX_BATCH
+    dry_run: bool = False
+
+
+def provisioning_settings(cfg: Any, data_dir: str | Path | None = None) -> ProvisioningSettings:
+    """The pipeline's provisioning settings (`provisioning:` in the configuration), defaults filled in:
+    the inbox is `{data_dir}/inbox` unless `provisioning.inbox_dir` names another folder."""
+    base = Path(data_dir) if data_dir else Path(cfg.data_dir)
+    section = getattr(cfg, "provisioning", None)
+    inbox = getattr(section, "inbox_dir", None) if section is not None else None
+    return ProvisioningSettings(
+        inbox_dir=Path(inbox) if inbox else base / "inbox",
+        max_batch=int(getattr(section, "max_batch", DEFAULT_MAX_BATCH) or DEFAULT_MAX_BATCH),
+        dry_run=bool(getattr(section, "dry_run", False)))
+
+
+# ---- parsing ------------------------------------------------------------------------------------
+def parse_request(data: bytes) -> Accepted:
+    """An inbox file's bytes -> a valid request, or RequestRejected naming the problem and the fix."""
+    from .requests import RequestError
+    from .requests import parse_request as parse
+
+    try:
+        req = parse(data)
+    except RequestError as exc:
+        raise RequestRejected(str(exc)) from None
+    return Accepted(request_id=req.id, org=req.organization, action=req.action.value, order_key=order_key(req),
+                    body=req.to_dict())
+
+
+def order_key(req: Any) -> str:
+    """Requests with the same key are carried out in arrival order: one membership (organization,
+    target and principal as written), or one account (organization and principal)."""
+    key = req.membership_key
+    if key is None:
+        key = (req.organization.lower(), "account", str(req.principal).lower())
+    return "|".join(key)
+
+
+# ---- carrying out ---------------------------------------------------------------------------------
+Act = Callable[[Entry, bool, bool], Awaitable[dict[str, Any]]]  # (entry, resumed, dry_run) -> outcome row
+
+
+@dataclass
+class BatchResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)  # outcome rows made by this run
+    skipped: list[str] = field(default_factory=list)
+    table_rows: int = 0
+    path: Path | None = None
+    rechecked: int = 0
+    refreshed_groups: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def statuses(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.rows:
+            out[str(r.get("status"))] = out.get(str(r.get("status")), 0) + 1
+        return out
+
+
+def _failure_row(entry: Entry, exc: BaseException) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat()
+    return {"request_id": entry.request_id, "organization": entry.org, "action": entry.action,
+            "principal": str(entry.body.get("principal")), "target": entry.body.get("target") and
+            str(entry.body.get("target")), "status": "failed",
+            "message": f"unexpected error ({type(exc).__name__}: {exc}); the request was not retried: send it "
+                       "again with a new id once the cause is fixed",
+            "api_calls": [], "api_call_count": 0, "dry_run": bool(entry.body.get("dry_run")),
+            "requested_at": entry.received_at, "finished_at": now}
+
+
+async def carry_out_batch(ledger: Ledger, batch_id: str, run_id: str, act: Act, *, dry_run: bool,
+                          concurrency: int) -> BatchResult:
+    async def one(entry: Entry, resumed: bool) -> tuple[str, dict[str, Any]]:
+        row = await act(entry, resumed, dry_run)
+        return str(row["status"]), row
+
+    report = await run_batch(ledger, batch_id, run_id, one, concurrency=concurrency, failure_row=_failure_row)
+    return BatchResult(rows=[row for _, _, row in report.done], skipped=report.skipped)
+
+
+# ---- the outcome table -----------------------------------------------------------------------------
+@contextmanager
+def _publish_lock(inbox: Inbox, org: str) -> Iterator[None]:
+    # Two runs of one organization publish one after the other, each from the ledger as it is then,
+    # so the last published table holds every outcome recorded before it.
+    path = inbox.root / f".publish-{org.lower()}.lock"
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def outcome_rows(ledger: Ledger, org: str) -> list[dict[str, Any]]:
+    """One current outcome row per finished request of the organization, in arrival order."""
+    return [e.outcome for e in ledger.entries(org) if e.outcome is not None]
+
+
+def publish_outcomes(store: Store, inbox: Inbox, ledger: Ledger, org: str, schema: pa.Schema) -> tuple[Path, int]:
+    """Write the organization's outcome table as a new snapshot and make it the latest."""
+    with _publish_lock(inbox, org):
+        rows = outcome_rows(ledger, org)
+        table = pa.Table.from_pylist([from_ledger(r, schema) for r in rows], schema=schema)
+        snapshot = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
+        store.write_table(OUTCOMES_TABLE, table, org, snapshot)
+        return store.publish(OUTCOMES_TABLE, org, snapshot), table.num_rows
+
+
+# ---- one provisioning run ---------------------------------------------------------------------------
+def to_ledger(row: dict[str, Any]) -> dict[str, Any]:
+    """An outcome row as JSON for the ledger (times as ISO 8601)."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def from_ledger(row: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
+    """A ledger outcome back to an Arrow row of `schema` (ISO times parsed, unknown keys dropped)."""
+    out: dict[str, Any] = {}
+    for f in schema:
+        v = row.get(f.name)
+        if isinstance(v, str) and pa.types.is_timestamp(f.type):
+            v = datetime.fromisoformat(v)
+        out[f.name] = v
+    return out
+
+
+async def provision_org(client: Any, org: Any, store: Store, settings: ProvisioningSettings, *, batch_id: str,
+                        run_id: str, dry_run: bool) -> BatchResult:
+    """What one provisioning_job run does for one organization (see the module docstring)."""
+    from .executor import ProvisioningContext, execute
+    from .outcomes import PROVISIONING_OUTCOMES, Status
+    from .requests import validate_request
+
+    inbox = Inbox(settings.inbox_dir).ensure()
+    with Ledger(inbox.ledger_path) as ledger:
+        ctx = ProvisioningContext.build(org=org, client=client, store=store, dry_run=dry_run)
+
+        async def act(entry: Entry, resumed: bool, forced_dry_run: bool) -> dict[str, Any]:
+            request = validate_request(entry.body)
+            if request.requested_at is None:
+                request = replace(request, requested_at=datetime.fromisoformat(entry.received_at))
+            outcome = await execute(request, ctx)
+            if resumed and outcome.status is Status.ALREADY_DONE:
+                outcome = replace(outcome, message=outcome.message + " (an interrupted run had started this request; "
+                                  "the check before acting found it done, so nothing was repeated)")
+            return to_ledger(outcome.to_row())
+
+        result = BatchResult()
+        if batch_id:
+            result = await carry_out_batch(ledger, batch_id, run_id, act, dry_run=dry_run,
+                                           concurrency=max(1, int(getattr(org, "concurrency", 8))))
+        path, rows = publish_outcomes(store, inbox, ledger, org.name, PROVISIONING_OUTCOMES)
+        result.path, result.table_rows = path, rows
+        return result
