@@ -51,6 +51,13 @@ def provisioning_outcomes(context: dg.AssetExecutionContext, config: Provisionin
                          f"{row.get('message') or ''}")
     for note in result.notes:
         context.log.warning(note)
+    if result.refreshed_snapshot:
+        # The changed groups were read again into a new raw snapshot: memberships shows the change
+        # now (the access_graph_after_provisioning sensor rebuilds the graph from it).
+        context.log_event(dg.AssetMaterialization(
+            asset_key="memberships", partition=org, description="re-read after provisioning",
+            metadata={"snapshot": result.refreshed_snapshot, "groups re-read": len(result.refreshed_groups),
+                      "groups": dg.MetadataValue.json(result.refreshed_groups[:50])}))
     return dg.MaterializeResult(metadata={
         "dagster/row_count": result.table_rows,
         "path": dg.MetadataValue.path(str(result.path)) if result.path else "not written",

@@ -217,9 +217,29 @@ class OrganizationConfig(_Settings):
 OrgConfig = OrganizationConfig  # short alias used by the Dagster resource layer
 
 
+class ProvisioningSettings(_Settings):
+    """`provisioning:` — the inbox and how its requests are carried out (docs/operations.md)."""
+
+    inbox_dir: Path | None = None  # None: {data_dir}/inbox
+    max_batch: Annotated[int, Field(strict=True, ge=1, le=10_000)] = 250
+    dry_run: StrictBool = False  # every request reports the calls it would make, makes none
+    confirm_wait_minutes: Annotated[float, Field(strict=True, gt=0, le=7 * 24 * 60)] = 90.0
+    recheck_interval_seconds: Annotated[int, Field(strict=True, ge=10, le=86_400)] = 300
+
+    @field_validator("inbox_dir", mode="before")
+    @classmethod
+    def _inbox(cls, value: Any, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("not a directory path")
+        return _resolve(value, info)
+
+
 class PipelineConfig(_Settings):
     data_dir: Path = Path("data")
     organizations: tuple[OrganizationConfig, ...]
+    provisioning: ProvisioningSettings = ProvisioningSettings()
     _source: str = PrivateAttr(default="<default>")
 
     @property

@@ -16,3 +16,10 @@ provisioning_job = dg.define_asset_job(
                 "launches it) and republishes the provisioning_outcomes table.",
     tags={"azdo/kind": "provisioning"},
 )
+
+access_graph_job = dg.define_asset_job(
+    "access_graph_job",
+    selection=dg.AssetSelection.groups("access_graph"),
+    description="Rebuilds the access graph of one organization from its latest raw snapshot (after provisioning "
+                "re-read the memberships it changed).",
+)

@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from .client import AzureDevOpsClient, AzureDevOpsError, ConfigurationError
+from .client import AzureDevOpsClient, AzureDevOpsError, ConfigurationError, MicrosoftGraphClient
 from .config import OrgConfig, PipelineConfig, load_config
 from .provisioning.flow import BatchResult, provision_org, provisioning_settings
 from .store import Store
@@ -95,17 +95,30 @@ class AzdoPipeline(dg.ConfigurableResource):
 
     def provision(self, name: str, *, batch_id: str, run_id: str, dry_run: bool = False) -> BatchResult:
         """Carry out one ledger batch of the organization (empty: none), re-check pending Entra
-        changes, re-read the memberships of changed groups, republish provisioning_outcomes."""
+        changes, republish provisioning_outcomes (azdo_pipeline.provisioning.flow)."""
         cfg = self.config()
         org = self.org(name, cfg)
+        index = cfg.organizations.index(org)
+        problems = [p for p in cfg.check_environment() if p.startswith(f"organizations[{index}].")]
+        if problems:
+            raise dg.Failure("; ".join(problems))
 
-        async def run() -> BatchResult:
-            async with self.client(name, cfg) as client:
-                return await provision_org(client, org, self.store(cfg),
-                                           provisioning_settings(cfg, data_dir=self.data_dir),
-                                           batch_id=batch_id, run_id=run_id, dry_run=dry_run)
+        async def connect() -> AzureDevOpsClient:
+            from .auth import credential_for
 
-        return asyncio.run(run())
+            return await AzureDevOpsClient.connect(org.url, credential_for(org), settings=org.client_settings())
+
+        async def connect_msgraph() -> MicrosoftGraphClient:
+            from .auth import GraphAppCredential, oauth_settings
+
+            settings = oauth_settings(org)
+            return MicrosoftGraphClient(GraphAppCredential(settings), graph_host=settings.graph_host,
+                                        settings=org.client_settings())
+
+        return asyncio.run(provision_org(
+            org, self.store(cfg), provisioning_settings(cfg, data_dir=self.data_dir), connect=connect,
+            connect_msgraph=connect_msgraph if org.entra_group_provisioning else None,
+            batch_id=batch_id, run_id=run_id, dry_run=dry_run))
 
 
 def default_resources() -> dict[str, object]:

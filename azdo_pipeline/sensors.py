@@ -7,7 +7,7 @@ import json
 
 import dagster as dg
 
-from .jobs import provisioning_job
+from .jobs import access_graph_job, provisioning_job
 from .partitions import ORG_PARTITIONS_NAME, org_partitions
 from .provisioning.dispatch import RunState, RunView, dispatch
 from .provisioning.flow import parse_request, provisioning_settings
@@ -89,3 +89,18 @@ def provisioning_inbox(context: dg.SensorEvaluationContext, azdo: AzdoPipeline):
         run_requests=runs, cursor=json.dumps(cursor, sort_keys=True), skip_reason=skip,
         dynamic_partitions_requests=[org_partitions.build_add_request([o for o in orgs if o not in known])]
         if set(orgs) - known else None)
+
+
+@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS, monitored_jobs=[provisioning_job],
+                      request_job=access_graph_job, default_status=dg.DefaultSensorStatus.RUNNING,
+                      description="After a provisioning run re-read the memberships it changed, rebuilds that "
+                                  "organization's access graph from the new snapshot.")
+def access_graph_after_provisioning(context: dg.RunStatusSensorContext):
+    org = context.dagster_run.tags.get("dagster/partition")
+    if not org:
+        return dg.SkipReason("the provisioning run has no organization partition")
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("memberships"), asset_partitions=[org]), limit=1).records
+    if not records or records[0].run_id != context.dagster_run.run_id:
+        return dg.SkipReason(f"run {context.dagster_run.run_id} changed no membership of '{org}'")
+    return dg.RunRequest(run_key=context.dagster_run.run_id, partition_key=org, tags={"azdo/org": org})

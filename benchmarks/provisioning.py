@@ -125,8 +125,8 @@ def main() -> int:
     calls = sum(r["api_call_count"] or 0 for r in rows)
     print(f"API calls per request: {calls / n:.2f} (outcome rows), "
           f"{api_calls / n:.2f} (simulator, including name resolution and membership re-reads)")
-    print(f"outcome rows: {sum(by_id[i] for i in ids)} for {n} requests; missing {sum(1 for i in ids if by_id[i] == 0)}, "
-          f"duplicated {sum(1 for i in ids if by_id[i] > 1)}")
+    missing, duplicated = sum(1 for i in ids if by_id[i] == 0), sum(1 for i in ids if by_id[i] > 1)
+    print(f"outcome rows: {sum(by_id[i] for i in ids)} for {n} requests; missing {missing}, duplicated {duplicated}")
     print(f"simulator audit log: {sum(events[k] for k in expected)} membership events for {n} requests; "
           f"lost {len(lost)}, repeated {len(repeated)}; membership state wrong for {len(state_wrong)}")
     ok = not lost and not repeated and not state_wrong and all(by_id[i] == 1 for i in ids)

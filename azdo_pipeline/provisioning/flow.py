@@ -11,21 +11,26 @@ Free of Dagster: the sensor and the asset in assets/provisioning.py only call in
 from __future__ import annotations
 
 import fcntl
+import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from ..config import OrganizationConfig, PipelineConfig
 from ..store import Store
 from .inbox import Inbox
 from .intake import Accepted, RequestRejected
 from .ledger import Entry, Ledger
+from .refresh import refresh_memberships
 from .runner import run_batch
+
+log = logging.getLogger(__name__)
 
 OUTCOMES_TABLE = "provisioning_outcomes"
 DEFAULT_MAX_BATCH = 250
@@ -36,18 +41,18 @@ class ProvisioningSettings:
     inbox_dir: Path
     max_batch: int = DEFAULT_MAX_BATCH
     dry_run: bool = False
+    confirm_wait: timedelta = timedelta(minutes=90)
+    recheck_interval: timedelta = timedelta(minutes=5)
 
 
-def provisioning_settings(cfg: Any, data_dir: str | Path | None = None) -> ProvisioningSettings:
-    """The pipeline's provisioning settings (`provisioning:` in the configuration), defaults filled in:
-    the inbox is `{data_dir}/inbox` unless `provisioning.inbox_dir` names another folder."""
+def provisioning_settings(cfg: PipelineConfig, data_dir: str | Path | None = None) -> ProvisioningSettings:
+    """The pipeline's `provisioning:` settings; the inbox is `{data_dir}/inbox` unless
+    `provisioning.inbox_dir` names another folder."""
+    p = cfg.provisioning
     base = Path(data_dir) if data_dir else Path(cfg.data_dir)
-    section = getattr(cfg, "provisioning", None)
-    inbox = getattr(section, "inbox_dir", None) if section is not None else None
-    return ProvisioningSettings(
-        inbox_dir=Path(inbox) if inbox else base / "inbox",
-        max_batch=int(getattr(section, "max_batch", DEFAULT_MAX_BATCH) or DEFAULT_MAX_BATCH),
-        dry_run=bool(getattr(section, "dry_run", False)))
+    return ProvisioningSettings(inbox_dir=p.inbox_dir or base / "inbox", max_batch=p.max_batch, dry_run=p.dry_run,
+                                confirm_wait=timedelta(minutes=p.confirm_wait_minutes),
+                                recheck_interval=timedelta(seconds=p.recheck_interval_seconds))
 
 
 # ---- parsing ------------------------------------------------------------------------------------
@@ -85,6 +90,7 @@ class BatchResult:
     path: Path | None = None
     rechecked: int = 0
     refreshed_groups: list[str] = field(default_factory=list)
+    refreshed_snapshot: str | None = None  # the raw snapshot published with them
     notes: list[str] = field(default_factory=list)
 
     def statuses(self) -> dict[str, int]:
@@ -134,14 +140,18 @@ def outcome_rows(ledger: Ledger, org: str) -> list[dict[str, Any]]:
     return [e.outcome for e in ledger.entries(org) if e.outcome is not None]
 
 
-def publish_outcomes(store: Store, inbox: Inbox, ledger: Ledger, org: str, schema: pa.Schema) -> tuple[Path, int]:
-    """Write the organization's outcome table as a new snapshot and make it the latest."""
+def publish_outcomes(store: Store, inbox: Inbox, ledger: Ledger, org: str, schema: pa.Schema, *,
+                     simulated: bool = False) -> tuple[Path, int]:
+    """Commit the organization's outcome table as a new snapshot (kind `provisioning`) and make it
+    the latest; the store keeps the last few and never edits one in place."""
     with _publish_lock(inbox, org):
         rows = outcome_rows(ledger, org)
         table = pa.Table.from_pylist([from_ledger(r, schema) for r in rows], schema=schema)
-        snapshot = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}"
-        store.write_table(OUTCOMES_TABLE, table, org, snapshot)
-        return store.publish(OUTCOMES_TABLE, org, snapshot), table.num_rows
+        snapshot = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+        with store.begin(org, snapshot, kind="provisioning") as draft:
+            draft.write_table(OUTCOMES_TABLE, table)
+            draft.commit(simulated=simulated)
+        return store.latest_path(OUTCOMES_TABLE, org), table.num_rows
 
 
 # ---- one provisioning run ---------------------------------------------------------------------------
@@ -161,31 +171,103 @@ def from_ledger(row: dict[str, Any], schema: pa.Schema) -> dict[str, Any]:
     return out
 
 
-async def provision_org(client: Any, org: Any, store: Store, settings: ProvisioningSettings, *, batch_id: str,
-                        run_id: str, dry_run: bool) -> BatchResult:
-    """What one provisioning_job run does for one organization (see the module docstring)."""
+async def provision_org(org: OrganizationConfig, store: Store, settings: ProvisioningSettings, *,
+                        connect: Callable[[], Awaitable[Any]],
+                        connect_msgraph: Callable[[], Awaitable[Any]] | None,
+                        batch_id: str, run_id: str, dry_run: bool) -> BatchResult:
+    """What one provisioning_job run does for one organization: carry out the batch (if any),
+    re-check pending Entra changes that are due, publish the outcome table."""
     from .executor import ProvisioningContext, execute
     from .outcomes import PROVISIONING_OUTCOMES, Status
     from .requests import validate_request
+    from .resolve import Directory
 
     inbox = Inbox(settings.inbox_dir).ensure()
-    with Ledger(inbox.ledger_path) as ledger:
-        ctx = ProvisioningContext.build(org=org, client=client, store=store, dry_run=dry_run)
+    ctx = ProvisioningContext(org=org, connect=connect, directory=Directory.from_store(store, org.name),
+                              connect_msgraph=connect_msgraph, dry_run=dry_run)
+    try:
+        with Ledger(inbox.ledger_path) as ledger:
 
-        async def act(entry: Entry, resumed: bool, forced_dry_run: bool) -> dict[str, Any]:
-            request = validate_request(entry.body)
-            if request.requested_at is None:
-                request = replace(request, requested_at=datetime.fromisoformat(entry.received_at))
-            outcome = await execute(request, ctx)
-            if resumed and outcome.status is Status.ALREADY_DONE:
-                outcome = replace(outcome, message=outcome.message + " (an interrupted run had started this request; "
-                                  "the check before acting found it done, so nothing was repeated)")
-            return to_ledger(outcome.to_row())
+            async def act(entry: Entry, resumed: bool, forced_dry_run: bool) -> dict[str, Any]:
+                request = validate_request(entry.body)
+                if request.requested_at is None:
+                    request = replace(request, requested_at=datetime.fromisoformat(entry.received_at))
+                outcome = await execute(request, ctx)
+                if resumed and outcome.status is Status.ALREADY_DONE:
+                    outcome = replace(outcome, message=outcome.message + " (an interrupted run had started this "
+                                      "request; the check before acting found it done, so nothing was repeated)")
+                return to_ledger(outcome.to_row())
 
-        result = BatchResult()
-        if batch_id:
-            result = await carry_out_batch(ledger, batch_id, run_id, act, dry_run=dry_run,
-                                           concurrency=max(1, int(getattr(org, "concurrency", 8))))
-        path, rows = publish_outcomes(store, inbox, ledger, org.name, PROVISIONING_OUTCOMES)
-        result.path, result.table_rows = path, rows
-        return result
+            result = BatchResult()
+            if batch_id:
+                result = await carry_out_batch(ledger, batch_id, run_id, act, dry_run=dry_run,
+                                               concurrency=max(1, org.concurrency))
+            await _refresh_changed_groups(result, ctx, store, org)
+            result.rechecked = await recheck_pending(ledger, ctx, org.name, settings)
+            path, rows = publish_outcomes(store, inbox, ledger, org.name, PROVISIONING_OUTCOMES,
+                                          simulated=org.simulated)
+            result.path, result.table_rows = path, rows
+            return result
+    finally:
+        await ctx.aclose()
+
+
+async def _refresh_changed_groups(result: BatchResult, ctx: Any, store: Store, org: OrganizationConfig) -> None:
+    groups = sorted({str(r["target_descriptor"]) for r in result.rows
+                     if r.get("status") == "succeeded" and r.get("action") in ("grant", "revoke")
+                     and r.get("target_descriptor") and not r.get("dry_run")})
+    if not groups:
+        return
+    try:
+        done = await refresh_memberships(await ctx.client(), store, org.name, groups, simulated=org.simulated)
+    except Exception as exc:  # the changes are made and recorded; only the early re-read failed
+        log.warning("re-reading the memberships of %d changed group(s) failed", len(groups), exc_info=True)
+        result.notes.append(f"the memberships of {len(groups)} changed group(s) could not be read again "
+                            f"({type(exc).__name__}: {exc}); the next sync shows the changes")
+        return
+    if done is None:
+        result.notes.append("no synced snapshot of the organization yet: its first sync shows the changes")
+    else:
+        result.refreshed_groups = list(done.groups)
+        result.refreshed_snapshot = done.snapshot
+
+
+async def recheck_pending(ledger: Ledger, ctx: Any, org: str, settings: ProvisioningSettings) -> int:
+    """Settle pending Entra changes (one HEAD each): confirmed when Azure DevOps shows them,
+    unconfirmed after `confirm_wait`. Returns how many were checked."""
+    pending = ledger.entries(org, status="pending")
+    if not pending:
+        return 0
+    from .confirm import check_pending
+
+    for entry in pending:
+        assert entry.outcome is not None
+        before = outcome_from_row(entry.outcome)
+        after = await check_pending(before, ctx, wait=settings.confirm_wait)
+        if after is not before:
+            ledger.update_outcome(entry.request_id, after.status.value, to_ledger(after.to_row()))
+    return len(pending)
+
+
+def outcome_from_row(row: dict[str, Any]) -> Any:
+    """The Outcome a ledger row was made from (to settle a pending one)."""
+    from .outcomes import ApiCall, Outcome, Status
+    from .requests import Action
+
+    def when(v: Any) -> datetime | None:
+        return datetime.fromisoformat(v) if isinstance(v, str) else v
+
+    calls = []
+    for text in row.get("api_calls") or []:
+        head, _, status = str(text).rpartition(" -> ")
+        if not head:
+            head, status = status, ""
+        method, _, url = head.partition(" ")
+        calls.append(ApiCall(method, url, int(status) if status.isdigit() else None))
+    details = {k: str(row[k]) for k in ("entra_group_id", "entra_member_id") if row.get(k)}
+    return Outcome(request_id=row["request_id"], organization=row["organization"], action=Action(row["action"]),
+                   status=Status(row["status"]), message=row.get("message") or "", principal=row.get("principal") or "",
+                   target=row.get("target"), principal_descriptor=row.get("principal_descriptor"),
+                   target_descriptor=row.get("target_descriptor"), api_calls=tuple(calls),
+                   dry_run=bool(row.get("dry_run")), requested_at=when(row.get("requested_at")),
+                   started_at=when(row.get("started_at")), finished_at=when(row.get("finished_at")), details=details)
