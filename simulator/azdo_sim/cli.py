@@ -207,7 +207,7 @@ def run_dev(args: argparse.Namespace) -> int:
     """The Dagster UI (dagster dev) against a simulator served over TLS on 127.0.0.1."""
     from .demo import run_dev as dev
 
-    return dev(args.size, args.seed, args.org, args.data_dir, ui_port=args.ui_port)
+    return dev(args.size, args.seed, args.org, args.data_dir, ui_port=args.ui_port, host=args.host)
 
 
 def register(sub: Any) -> None:

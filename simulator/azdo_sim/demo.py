@@ -164,8 +164,8 @@ def default_data_dir(mode: str, size: str) -> Path:
 
 
 def run_dev(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_dir: str | None = None, *,
-            ui_port: int = 3000) -> int:
-    """A simulator over TLS on 127.0.0.1 and `dagster dev` against it, until Ctrl-C.
+            ui_port: int = 3000, host: str = "127.0.0.1") -> int:
+    """A simulator over TLS on `host` (loopback by default) and `dagster dev` against it, until Ctrl-C.
 
     The Dagster instance lives in a temporary DAGSTER_HOME outside the repository (with the
     repository's dagster.yaml: run queue, concurrency limits), removed on exit: `dagster dev`
@@ -184,7 +184,7 @@ def run_dev(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_di
     home = Path(tempfile.mkdtemp(prefix="azdo-pipeline-dev-"))
     try:
         shutil.copy(root / "dagster.yaml", home / "dagster.yaml")
-        with SimulatorServer(world) as server:
+        with SimulatorServer(world, host=host) as server:
             cfg = home / "azdo-pipeline.yaml"
             write_demo_config(cfg, org=org, url=server.org_url(org), ca_file=str(server.ca_file), data_dir=out)
             loopback = no_proxy_with_loopback(os.environ)
