@@ -7,7 +7,7 @@ membership, or to `unconfirmed` after the configured wait (see `provisioning.con
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -65,6 +65,15 @@ class ApiCall:
     def __str__(self) -> str:
         return f"{self.method} {self.url}" + (f" -> {self.status}" if self.status is not None else "")
 
+    @classmethod
+    def parse(cls, text: str) -> ApiCall:
+        """The inverse of str()."""
+        call, sep, status = text.rpartition(" -> ")
+        if not sep or not status.isdigit():
+            call, status = text, ""
+        method, _, url = call.partition(" ")
+        return cls(method, url, int(status) if status else None)
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -94,6 +103,18 @@ class Outcome:
     def settled(self, status: Status, message: str, at: datetime, calls: Sequence[ApiCall] = ()) -> Outcome:
         """This outcome moved on from `pending` (to confirmed / unconfirmed)."""
         return replace(self, status=status, message=message, finished_at=at, api_calls=self.api_calls + tuple(calls))
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Outcome:
+        """An outcome back from its `provisioning_outcomes` row (e.g. a pending one to re-check)."""
+        details = {k: str(row[k]) for k in ("entra_group_id", "entra_member_id") if row.get(k)}
+        return cls(request_id=str(row["request_id"]), organization=str(row["organization"]),
+                   action=Action(row["action"]), status=Status(row["status"]), message=str(row["message"]),
+                   principal=str(row["principal"]), target=row.get("target"),
+                   principal_descriptor=row.get("principal_descriptor"), target_descriptor=row.get("target_descriptor"),
+                   api_calls=tuple(ApiCall.parse(c) for c in row.get("api_calls") or ()),
+                   dry_run=bool(row.get("dry_run")), requested_at=_ts(row.get("requested_at")),
+                   started_at=_ts(row.get("started_at")), finished_at=_ts(row.get("finished_at")), details=details)
 
     def to_row(self) -> dict[str, Any]:
         return {
@@ -134,6 +155,12 @@ PROVISIONING_OUTCOMES = table_schema(
     col("entra_group_id", pa.string(), "Entra object id of the group, for Microsoft Graph changes."),
     col("entra_member_id", pa.string(), "Entra object id of the member, for Microsoft Graph changes."),
 )
+
+
+def _ts(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
 
 
 def outcomes_table(outcomes: Iterable[Outcome]) -> pa.Table:

@@ -342,3 +342,24 @@ def test_entra_without_the_graph_permission_names_it(env: Env) -> None:
     assert weak.client_secret not in out.message
     with env.world.lock:
         assert user.origin_id not in env.world.entra_members.get(group.origin_id, set())
+
+
+def test_concurrent_requests_on_one_client_record_only_their_own_calls(env: Env) -> None:
+    proj = _project(env)
+    groups = [proj.role_groups["readers"], proj.role_groups["contributors"]]
+    users = [_outsider(env, g) for g in groups]
+    ctx = make_ctx(env)
+    docs = [{"id": f"k{i}", "organization": ORG, "action": "grant", "principal": {"descriptor": u.descriptor},
+             "target": {"descriptor": g}} for i, (u, g) in enumerate(zip(users, groups, strict=True))]
+
+    async def go() -> list[Outcome]:
+        try:
+            return list(await asyncio.gather(*(execute(parse_request(json.dumps(d)), ctx) for d in docs)))
+        finally:
+            await ctx.aclose()
+
+    outs = asyncio.run(go())
+    for out, user, group in zip(outs, users, groups, strict=True):
+        assert out.status is Status.SUCCEEDED, out.message
+        assert [c.method for c in out.api_calls] == ["HEAD", "PUT"]
+        assert all(group in c.url and user.descriptor in c.url for c in out.api_calls)

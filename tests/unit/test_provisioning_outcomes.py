@@ -39,3 +39,18 @@ def test_directory_of_an_organization_never_synced_is_empty(tmp_path) -> None:
 
     d = Directory.from_store(Store(tmp_path / "data"), "fabrikam")
     assert d.by_descriptor == {} and d.principal(PrincipalRef(name="a@b.c")) is None
+
+
+def test_rows_read_back_as_the_same_outcome() -> None:
+    req = parse_request(json.dumps({"id": "r2", "organization": "fab", "action": "revoke", "principal": "a@b.c",
+                                    "target": "aadgp.QUJD"}))
+    t0 = datetime(2026, 1, 1, 10, tzinfo=UTC)
+    o = Outcome.for_request(req, Status.PENDING, "removed in Entra", principal_descriptor="aad.x",
+                            target_descriptor="aadgp.QUJD", started_at=t0, finished_at=t0, requested_at=t0,
+                            api_calls=(ApiCall("DELETE", "https://g/v1.0/groups/1/members/2/$ref", 204),
+                                       ApiCall("HEAD", "https://h/m")),
+                            details={"entra_group_id": "1", "entra_member_id": "2"})
+    assert Outcome.from_row(o.to_row()) == o
+    assert Outcome.from_row(outcomes_table([o]).to_pylist()[0]) == o
+    iso = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in o.to_row().items()}
+    assert Outcome.from_row(iso) == o
