@@ -236,8 +236,24 @@ class ProvisioningSettings(_Settings):
         return _resolve(value, info)
 
 
+class SnapshotRetention(_Settings):
+    """Which snapshots of an organization the store keeps (store.Retention): one kept by any rule
+    stays; the published one always does. Both null: every snapshot is kept."""
+
+    keep_last: StrictInt | None = Field(default=30, ge=1)
+    keep_days: Annotated[float, Field(strict=False, gt=0)] | None = None
+
+    @field_validator("keep_days", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not (value is None or isinstance(value, int | float)):
+            raise ValueError("not a number")
+        return value
+
+
 class PipelineConfig(_Settings):
     data_dir: Path = Path("data")
+    snapshots: SnapshotRetention = SnapshotRetention()
     organizations: tuple[OrganizationConfig, ...]
     provisioning: ProvisioningSettings = ProvisioningSettings()
     _source: str = PrivateAttr(default="<default>")
@@ -430,6 +446,9 @@ def _shown(value: object, limit: int = 60) -> str:
 # What a setting must be, for pydantic's own errors (missing, wrong type, pattern, range).
 _MUST_BE = {
     "data_dir": "must be a directory path (where Parquet snapshots go)",
+    "snapshots": "must be a mapping with keep_last and/or keep_days",
+    "keep_last": "must be a whole number of snapshots, 1 or more (or null: no count limit), got {got}",
+    "keep_days": "must be a number of days above 0 (or null: no age rule), got {got}",
     "organizations": "must be a list of organizations (name, url, auth)",
     "name": "is required: the organization name (letters, digits, hyphens), got {got}",
     "auth": "must be a mapping with method: pat | oauth",
@@ -504,6 +523,8 @@ def _unknown_setting(loc: tuple[int | str, ...]) -> str:
     model: type[_Settings]
     if not parent:
         model = PipelineConfig
+    elif parent == ("snapshots",):
+        model = SnapshotRetention
     elif isinstance(parent[-1], str) and parent[-1] in _AUTH_MODELS:
         model = _AUTH_MODELS[parent[-1]]
     else:

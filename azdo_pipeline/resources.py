@@ -17,7 +17,7 @@ from pydantic import Field
 from .client import AzureDevOpsClient, AzureDevOpsError, ConfigurationError, MicrosoftGraphClient
 from .config import OrgConfig, PipelineConfig, load_config
 from .provisioning.flow import BatchResult, provision_org, provisioning_settings
-from .store import Store
+from .store import Retention, Store
 from .sync.full import SyncOptions, SyncReport, full_sync
 
 
@@ -50,7 +50,9 @@ class AzdoPipeline(dg.ConfigurableResource):
         return load_config(self.config_path)
 
     def store(self, cfg: PipelineConfig | None = None) -> Store:
-        return Store(Path(self.data_dir or (cfg or self.config()).data_dir))
+        cfg = cfg or self.config()
+        return Store(Path(self.data_dir or cfg.data_dir),
+                     retention=Retention(cfg.snapshots.keep_last, cfg.snapshots.keep_days))
 
     def org(self, name: str, cfg: PipelineConfig | None = None) -> OrgConfig:
         try:

@@ -328,10 +328,12 @@ class Store:
                 oldest_with.setdefault(table, snap)
         for folder in self._table_dirs(org):
             table = folder.parent.name
+            # temp files of any writer of the organization (also the audit log's day partitions):
+            # one run per organization at a time, so a temp file found here is a dead run's
+            for tmp in folder.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
             for snap_dir in sorted(folder.glob("snapshot=*")):
-                for tmp in snap_dir.glob(".*.tmp"):
-                    tmp.unlink(missing_ok=True)
-                    removed.append(tmp)
                 snap = snap_dir.name.removeprefix("snapshot=")
                 if snap in manifests or table not in oldest_with or snap < oldest_with[table]:
                     if not any(snap_dir.iterdir()):

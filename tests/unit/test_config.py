@@ -113,6 +113,13 @@ def test_entra_provisioning_with_pat_is_refused_at_load() -> None:
     ({"organizations": [_org(ca_bundle="/nonexistent.pem")]}, "organizations[0].ca_bundle: must be the path"),
     ({"organizations": []}, "organizations: is required"),
     ({"simulator": {"size": "huge"}, "organizations": [_org()]}, "simulator: unknown setting"),
+    ({"snapshots": {"keep": 3}, "organizations": [_org()]},
+     "snapshots.keep: unknown setting (did you mean 'keep_last'?)"),
+    ({"snapshots": {"keep_last": 0}, "organizations": [_org()]},
+     "snapshots.keep_last: must be a whole number of snapshots, 1 or more"),
+    ({"snapshots": {"keep_days": "a week"}, "organizations": [_org()]},
+     "snapshots.keep_days: must be a number of days above 0 (or null: no age rule), got 'a week'"),
+    ({"snapshots": 7, "organizations": [_org()]}, "snapshots: must be a mapping with keep_last and/or keep_days"),
     ({"organizations": [_org(auth={"method": "oauth", "tenant_id": "contoso.onmicrosoft.com",
                                    "client_id": "11111111-2222-3333-4444-555555555555",
                                    "authority_host": "http://login.example"})]},
@@ -124,6 +131,19 @@ def test_entra_provisioning_with_pat_is_refused_at_load() -> None:
 ])
 def test_validation_errors_name_setting_and_fix(doc: dict, expected: str) -> None:
     assert expected in _error(doc)
+
+
+def test_snapshot_retention_reaches_the_store(tmp_path: Path) -> None:
+    from azdo_pipeline.resources import AzdoPipeline
+    from azdo_pipeline.store import Retention
+
+    default = tmp_path / "default.yaml"
+    default.write_text("organizations: [{name: fabrikam, auth: {method: pat, pat_env: AZDO_PAT}}]\n")
+    assert AzdoPipeline(config_path=str(default)).store().retention == Retention(keep_last=30, keep_days=None)
+    custom = tmp_path / "custom.yaml"
+    custom.write_text("snapshots: {keep_last: null, keep_days: 90}\n"
+                      "organizations: [{name: fabrikam, auth: {method: pat, pat_env: AZDO_PAT}}]\n")
+    assert AzdoPipeline(config_path=str(custom)).store().retention == Retention(keep_last=None, keep_days=90)
 
 
 def test_all_problems_reported_at_once() -> None:

@@ -139,12 +139,16 @@ def test_the_next_run_removes_what_dead_runs_left(tmp_path: Path) -> None:
     half.parent.mkdir(parents=True)
     pq.write_table(pa.table({"a": [9]}), half)
     (half.parent / ".x.parquet.123.tmp").write_bytes(b"partial")
+    audit_tmp = tmp_path / "audit_log" / "org=o" / "day=2026-01-02" / ".part-run-1.parquet.tmp"
+    audit_tmp.parent.mkdir(parents=True)
+    audit_tmp.write_bytes(b"partial")
     # a derived table committed before manifests existed is history, not a leftover
     legacy = store.snapshot_path("g", "o", "20251201T000000Z-d")
     legacy.parent.mkdir(parents=True)
     pq.write_table(pa.table({"a": [1]}), legacy)
     removed = store.clean("o")
     assert dead in removed and half.parent in removed and not dead.exists() and not half.parent.exists()
+    assert not audit_tmp.exists()
     assert legacy.exists() and store.snapshot_path("x", "o", "20260101T000000Z-a").exists()
 
 
