@@ -2,25 +2,53 @@
 
 A single multi-asset pulls them all in one step, so one run is one consistent snapshot and the
 membership read can reuse the group list and storage keys instead of asking the API again.
+
+Every reconciliation rule the sync applies before publishing (azdo_pipeline/sync/reconcile.py) is
+an asset check here, ERROR severity and blocking: a snapshot that fails one is never published and
+the access graph is not built on it. Known errors end the run with a plain cause and what to do
+(azdo_pipeline/failures.py).
 """
 
 
+from collections.abc import Iterable, Iterator
+
 import dagster as dg
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from azdo_pipeline import schemas
-from azdo_pipeline.checks import duplicate_keys, unresolved_members
+from azdo_pipeline.failures import plain_failures
 from azdo_pipeline.partitions import org_partitions
 from azdo_pipeline.resources import AzdoPipeline
 from azdo_pipeline.store import new_snapshot_id
+from azdo_pipeline.sync.errors import ReconciliationError
 from azdo_pipeline.sync.full import SyncReport
+from azdo_pipeline.sync.reconcile import RuleResult
 
 RAW_GROUP = "azdo_raw"
-MEMBERS_RESOLVE = "members_resolve"
+OWNERS = ["team:azdo-pipeline"]
+# Bump when what the sync writes changes (a column, a rule): Dagster then marks the assets stale.
+CODE_VERSION = "2"
+
+_SUBJECTS = ("users", "service_accounts", "groups", "service_principals")
+# Reconciliation rule -> (the tables it is checked on, what it asserts); check name `{table}_{rule}`.
+RULES: dict[str, tuple[tuple[str, ...], str]] = {
+    "unique_key": (tuple(schemas.RAW_TABLES), "No key repeats (Graph's known page repeats are kept once)."),
+    "required_values": (tuple(schemas.RAW_TABLES), "No null in a column the API always fills."),
+    "total_count": (("users",), "User entitlements read = the entitlement list's totalCount."),
+    "entitlements_matched": (("users",), "Every user entitlement belongs to a listed Graph user."),
+    "listed_with_descriptor": (("users",), "No Graph user was listed without a descriptor."),
+    "groups_answered": (("memberships",), "Every group asked for in a batched membership read was answered, once."),
+    "member_ids_resolved": (("memberships",), "Every member id of a batched membership read resolved."),
+    "members_known": (("memberships",), "Every edge's container is a synced group and its member a synced "
+                                        "user, service account, service principal or group."),
+    "graph_repeats_dropped": (_SUBJECTS, "Rows a Graph list repeated across pages, kept once (counted; warns)."),
+}
+WARN_RULES = {"graph_repeats_dropped"}
 
 
-def _key_check(table: str) -> str:
-    return f"{table}_key_unique"
+def check_name(table: str, rule: str) -> str:
+    return f"{table}_{rule}"
 
 
 def column_schema(schema: pa.Schema) -> dg.TableSchema:
@@ -30,36 +58,56 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
 
 
 RAW_SPECS = [
-    dg.AssetSpec(name, group_name=RAW_GROUP, partitions_def=org_partitions,
+    dg.AssetSpec(name, group_name=RAW_GROUP, partitions_def=org_partitions, owners=OWNERS, code_version=CODE_VERSION,
                  description=(schema.metadata or {}).get(b"description", b"").decode(),
                  kinds={"azure", "parquet"}, tags={"azdo/layer": "raw"},
                  metadata={"dagster/column_schema": column_schema(schema)})
     for name, schema in schemas.RAW_TABLES.items()
 ]
-RAW_CHECKS = [dg.AssetCheckSpec(_key_check(name), asset=name,
-                                description=f"Key columns ({', '.join(schemas.key_columns(schema))}) are unique.")
-              for name, schema in schemas.RAW_TABLES.items()]
-RAW_CHECKS.append(dg.AssetCheckSpec(MEMBERS_RESOLVE, asset="memberships",
-                                    description="Every edge's container is a synced group and every member "
-                                                "a synced user, service account, service principal or group."))
+# Blocking: the access graph (downstream) is not built when one fails with ERROR severity.
+RAW_CHECKS = [dg.AssetCheckSpec(check_name(table, rule), asset=table, description=desc,
+                                blocking=rule not in WARN_RULES)
+              for rule, (tables, desc) in RULES.items() for table in tables]
 
 
-def _preview(table: pa.Table) -> dg.MetadataValue:
-    return dg.MetadataValue.md(table.slice(0, 5).to_pandas().to_markdown(index=False) if table.num_rows else "_empty_")
+def check_results(results: Iterable[RuleResult], log: dg.DagsterLogManager) -> Iterator[dg.AssetCheckResult]:
+    """One asset check result per reconciliation rule outcome (ERROR severity, WARN for counts)."""
+    declared = {spec.name for spec in RAW_CHECKS}
+    for r in results:
+        name = check_name(r.table, r.rule)
+        if name not in declared:  # a rule added to reconcile.py but not to RULES: still in the log
+            log.warning(f"reconciliation rule {r.rule} on {r.table} has no asset check: "
+                        f"{'passed' if r.passed else 'FAILED'} ({r.count} {r.unit})")
+            continue
+        severity = dg.AssetCheckSeverity.WARN if r.rule in WARN_RULES else dg.AssetCheckSeverity.ERROR
+        yield dg.AssetCheckResult(asset_key=r.table, check_name=name, passed=r.passed, severity=severity,
+                                  metadata={"count": r.count, "unit": r.unit, "detail": r.detail or "none",
+                                            "examples": ", ".join(r.examples) or "none"})
+
+
+def _preview(path: str) -> dg.MetadataValue:
+    batch = next(pq.ParquetFile(path).iter_batches(batch_size=5), None)
+    if batch is None or batch.num_rows == 0:
+        return dg.MetadataValue.md("_empty_")
+    return dg.MetadataValue.md(batch.to_pandas().to_markdown(index=False))
 
 
 @dg.multi_asset(specs=RAW_SPECS, check_specs=RAW_CHECKS, name="azdo_raw_sync", pool="azdo_api",
                 op_tags={"azdo/kind": "full_sync"})
-def azdo_raw_sync(context: dg.AssetExecutionContext, azdo: AzdoPipeline):
+def azdo_raw_sync(context: dg.AssetExecutionContext, azdo: AzdoPipeline) -> Iterator[object]:
     """Full sync of one organization: every raw table, streamed page by page into one snapshot."""
     org = context.partition_key
-    simulated = azdo.org(org).simulated  # simulator data is marked wherever it lands
-    snapshot = new_snapshot_id(run_id=context.run.run_id)
-    report: SyncReport = azdo.full_sync(org, snapshot)
+    with plain_failures(context.log):
+        simulated = azdo.org(org).simulated  # simulator data is marked wherever it lands
+        snapshot = new_snapshot_id(run_id=context.run.run_id)
+        try:
+            report: SyncReport = azdo.full_sync(org, snapshot)
+        except ReconciliationError as exc:  # not published: the checks show which rules failed
+            yield from check_results(exc.results, context.log)
+            raise
     store = azdo.store()
-    tables = {name: store.read_latest(name, org) for name in schemas.RAW_TABLES}
     for name, schema in schemas.RAW_TABLES.items():
-        t, res = tables[name], report.tables[name]
+        res = report.tables[name]
         yield dg.MaterializeResult(asset_key=name, metadata={
             "dagster/row_count": res.rows,
             "dagster/column_schema": column_schema(schema),
@@ -71,15 +119,9 @@ def azdo_raw_sync(context: dg.AssetExecutionContext, azdo: AzdoPipeline):
             "duration_s (whole sync)": round(report.duration_s, 3),
             "stream finished at s (whole sync)": dg.MetadataValue.json(report.stream_seconds),
             "notes (whole sync)": "\n".join(report.notes) or "none",
-            "preview": _preview(t),
+            "preview": _preview(str(store.snapshot_path(name, org, snapshot))),
         })
-        dup = duplicate_keys(t, schemas.key_columns(schema))
-        yield dg.AssetCheckResult(asset_key=name, check_name=_key_check(name), passed=dup.passed,
-                                  metadata={"duplicates": dup.count, "examples": ", ".join(dup.examples)})
-    known = [tables[n]["descriptor"] for n in ("users", "service_accounts", "service_principals", "groups")]
-    unresolved = unresolved_members(tables["memberships"], known, tables["groups"]["descriptor"])
-    yield dg.AssetCheckResult(asset_key="memberships", check_name=MEMBERS_RESOLVE, passed=unresolved.passed,
-                              metadata={"unresolved": unresolved.count, "examples": ", ".join(unresolved.examples)})
+    yield from check_results(report.reconciliation, context.log)
     for note in report.notes:  # e.g. a missing scope that made the sync slower: says which and the fix
         context.log.warning(note)
     context.log.info(f"synced {org} into snapshot {snapshot}: {report.requests} requests in "

@@ -8,7 +8,7 @@ runs queued by the run coordinator and launched by the daemon, three organizatio
   scheduleDryRun + launchMultipleRuns) queues one full sync + access graph run per organization,
   and a second run of one organization is queued beside them;
 - the queued run coordinator starts runs of different organizations together and never two of one
-  organization (tag limit `azdo/org`: 1); every run succeeds and writes its organization's tables.
+  organization (tag limit on `dagster/partition`: 1); every run succeeds and writes its organization's tables.
 
 Skipped, with the reason printed, only where PostgreSQL cannot be installed at all (.ci/run
 installs Debian's package when it is missing).
@@ -173,7 +173,7 @@ def test_three_organizations_on_postgres_with_the_queued_coordinator(
 
     # "Launch all runs", plus a second run of the first organization queued beside them.
     executions = [params(org, r["tags"]) for org, r in by_org.items()]
-    executions.append(params(ORGS[0], [{"key": "azdo/org", "value": ORGS[0]}]))
+    executions.append(params(ORGS[0], []))  # as the UI launches it: only the partition tag
     launched = _gql(port, """mutation($l: [ExecutionParams!]!) { launchMultipleRuns(executionParamsList: $l) {
         __typename ... on LaunchMultipleRunsResult { launchMultipleRunsResult {
           __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }

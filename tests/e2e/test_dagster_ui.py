@@ -127,3 +127,38 @@ def test_ui_launches_a_sync_that_writes_the_graph(dagster_dev: tuple[int, Path])
     assert status == "SUCCESS"
     for table in ("users", "memberships", "effective_grants"):
         assert (data / "latest" / table / f"org={ORG}" / f"{table}.parquet").exists(), table
+
+
+@pytest.mark.parametrize("dagster_dev", ["dagster dev"], indirect=True)
+def test_two_runs_of_one_organization_launched_at_once_from_the_ui_run_one_after_the_other(
+        dagster_dev: tuple[int, Path]) -> None:
+    """The UI's Materialize button (and a backfill) tags a run with `dagster/partition` only: the
+    one-run-per-organization limit (dagster.yaml) must hold for such runs, so the second waits in
+    the queue until the first ends."""
+    port, data = dagster_dev
+    repo = {"repositoryLocationName": "azdo_pipeline", "repositoryName": "__repository__"}
+    _gql(port, "mutation($r: RepositorySelector!, $k: String!) { addDynamicPartition(repositorySelector: $r, "
+               "partitionsDefName: \"azdo_org\", partitionKey: $k) { __typename } }", {"r": repo, "k": ORG})
+    params = {"selector": {**repo, "jobName": "full_sync_job"},
+              "executionMetadata": {"tags": [{"key": "dagster/partition", "value": ORG}]}}
+    launched = _gql(port, """mutation($l: [ExecutionParams!]!) { launchMultipleRuns(executionParamsList: $l) {
+        __typename ... on LaunchMultipleRunsResult { launchMultipleRunsResult {
+          __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }
+        ... on PythonError { message } } }""", {"l": [params, params]})["launchMultipleRuns"]
+    results = launched["launchMultipleRunsResult"]
+    assert [r["__typename"] for r in results] == ["LaunchRunSuccess"] * 2, launched
+    run_ids = [r["run"]["runId"] for r in results]
+    runs: list[dict] = []
+    deadline = time.monotonic() + 200
+    while time.monotonic() < deadline:
+        runs = _gql(port, """query($ids: [String!]) { runsOrError(filter: {runIds: $ids}) { ... on Runs {
+            results { runId status startTime endTime tags { key value } } } } }""",
+                    {"ids": run_ids})["runsOrError"]["results"]
+        if len(runs) == 2 and all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in runs):
+            break
+        time.sleep(2)
+    assert [r["status"] for r in runs] == ["SUCCESS", "SUCCESS"], runs
+    assert all({t["key"] for t in r["tags"]} & {"azdo/org"} == set() for r in runs)  # only the partition tag
+    first, second = sorted(runs, key=lambda r: r["startTime"])
+    assert second["startTime"] >= first["endTime"], runs  # the second waited for the first to end
+    assert (data / "latest" / "users" / f"org={ORG}" / "users.parquet").exists()

@@ -51,7 +51,11 @@ def test_demo_builds_graph_equal_to_independent_closure(tmp_path: Path, capsys: 
         assert cli.main(["demo", "--size", "tiny", "--seed", "42", "--data-dir", str(tmp_path)]) == 0
     assert "NO_PROXY" not in os.environ  # restored
     out = capsys.readouterr().out
-    assert "asset checks: 15/15 passed" in out and str(tmp_path) in out
+    from assets.graph import GRAPH_CHECK_SPECS
+    from assets.raw import RAW_CHECKS
+
+    n = len(RAW_CHECKS) + len(GRAPH_CHECK_SPECS)  # every reconciliation rule and graph check
+    assert f"asset checks: {n}/{n} passed" in out and str(tmp_path) in out
     latest = tmp_path / "latest"
     manifests = list((tmp_path / "_snapshots" / f"org={ORG}").glob("*.json"))
     assert manifests and all(json.loads(m.read_text())["simulated"] is True for m in manifests)
