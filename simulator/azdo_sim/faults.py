@@ -29,7 +29,8 @@ serves at `GET|PUT /_sim/faults`:
 broken proxy or a service bug would: `{"remove_keys": ["value"]}` drops top-level keys,
 `{"set": {"value": "x"}}` replaces them, `{"drop_item": {"list": "value", "index": 0}}` drops one
 list item, `{"set_item": {"list": "value", "index": 0, "key": "descriptor", "value": 5}}` changes one
-field of one item.
+field of one item, `{"duplicate_item": {"list": "value", "index": 0}}` repeats one item at the end of
+the list (as a list read while it changes may give an item twice).
 
 Rule `path` regexes are searched in the *internal* path (after host mapping, keywords lowercased):
 `https://vssps.dev.azure.com/fabrikam/_apis/Graph/Users` is `/vssps/fabrikam/_apis/graph/users`.
@@ -44,6 +45,7 @@ simulated epoch time: clients should wait for `Retry-After`, as the real service
 from __future__ import annotations
 
 import asyncio
+import copy
 import random
 import re
 import threading
@@ -118,8 +120,9 @@ class Rule:
         if r.content_type is not None and not isinstance(r.body, str):
             raise ValueError("'content_type' needs a string 'body' (sent as is)")
         if r.mutate is not None and (not isinstance(r.mutate, dict)
-                                     or set(r.mutate) - {"remove_keys", "set", "drop_item", "set_item"}):
-            raise ValueError("'mutate' takes remove_keys, set, drop_item and set_item")
+                                     or set(r.mutate) - {"remove_keys", "set", "drop_item", "set_item",
+                                                         "duplicate_item"}):
+            raise ValueError("'mutate' takes remove_keys, set, drop_item, set_item and duplicate_item")
         return r
 
     def to_json(self) -> dict[str, Any]:
@@ -328,7 +331,7 @@ def apply_mutation(data: Any, mutate: dict[str, Any]) -> Any:
     for key in mutate.get("remove_keys") or []:
         data.pop(key, None)
     data.update(mutate.get("set") or {})
-    for op in ("drop_item", "set_item"):
+    for op in ("drop_item", "set_item", "duplicate_item"):
         spec = mutate.get(op)
         if not spec:
             continue
@@ -337,6 +340,8 @@ def apply_mutation(data: Any, mutate: dict[str, Any]) -> Any:
         if isinstance(items, list) and -len(items) <= i < len(items):
             if op == "drop_item":
                 del items[i]
+            elif op == "duplicate_item":
+                items.append(copy.deepcopy(items[i]))
             elif isinstance(items[i], dict):
                 items[i][spec["key"]] = spec.get("value")
     return data
