@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     StrictBool,
+    StrictFloat,
     StrictInt,
     ValidationError,
     ValidationInfo,
@@ -147,6 +148,8 @@ class OrganizationConfig(_Settings):
     incremental_sync: StrictBool = False
     entra_group_provisioning: StrictBool = False
     concurrency: Annotated[StrictInt, Field(ge=1, le=64)] = 8
+    # The longest wait the service may ask for (Retry-After, X-RateLimit-Delay); longer ends the run.
+    max_wait_seconds: Annotated[StrictFloat, Field(gt=0, le=86400)] = 300.0
     # Set by the simulator's demo/dev configuration: every snapshot and materialization of this
     # organization is then marked simulated, so simulated data can never pass for real.
     simulated: StrictBool = False
@@ -206,7 +209,7 @@ class OrganizationConfig(_Settings):
 
     def client_settings(self, **overrides: Any) -> ClientSettings:
         return ClientSettings(max_concurrency=self.concurrency, ca_bundle=self.ca_bundle, proxy=self.proxy,
-                              **overrides)
+                              max_wait_seconds=float(self.max_wait_seconds), **overrides)
 
     def token_cache_path(self) -> Path:
         if isinstance(self.auth, OAuthAuth) and self.auth.token_cache is not None:
@@ -464,6 +467,7 @@ _MUST_BE = {
     "ca_bundle": "must be the path of an existing PEM file, got {got}",
     "proxy": "must be an HTTP proxy URL such as http://proxy.corp:8080, got {got}",
     "concurrency": "must be an integer from 1 to 64 (requests in flight), got {got}",
+    "max_wait_seconds": "must be a number of seconds above 0 and at most 86400, got {got}",
     **{flag: "must be true or false, got {got}" for flag in (
         "sync_teams", "sync_organizations", "incremental_sync", "entra_group_provisioning", "simulated")},
 }

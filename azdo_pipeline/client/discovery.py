@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .errors import AuthenticationError, AzureDevOpsError, ConfigurationError, TransientError
+from .errors import (
+    AuthenticationError,
+    AzureDevOpsError,
+    CertificateError,
+    ConfigurationError,
+    ThrottledError,
+    TransientError,
+)
 from .shapes import RESOURCE_AREAS
 from .transport import Requester
 
@@ -74,7 +81,10 @@ async def discover(requester: Requester, org_url: str) -> ServiceUrls:
             "GET", f"{base}/_apis/resourceAreas", endpoint="GET resourceAreas", scope=None,
             params={"api-version": RESOURCE_AREAS_VERSION}, auth=False, shape=RESOURCE_AREAS)
     except AzureDevOpsError as exc:
-        if isinstance(exc, TransientError | AuthenticationError):
+        # Throttling, an outage, a refused certificate or credential: the organization (or the way
+        # to it) says so itself. A 404, an HTML or other page in place of the areas: a wrong URL.
+        if isinstance(exc, TransientError | ThrottledError | CertificateError) or (
+                isinstance(exc, AuthenticationError) and exc.status == 401):
             raise
         raise type(exc)(f"{base} did not answer as an Azure DevOps organization ({exc.message}); check the "
                         "organization url (https://dev.azure.com/{org} or https://{org}.visualstudio.com)",

@@ -56,6 +56,10 @@ class UnexpectedResponseError(AzureDevOpsError):
     `null`, a missing list, a field of another type), still so after retries. Never read as empty."""
 
 
+class CertificateError(AzureDevOpsError):
+    """The server's TLS certificate was not accepted (unknown CA, wrong host, expired): never retried."""
+
+
 class TransientError(AzureDevOpsError):
     """5xx or a connection failure that retries did not cure (or that was not safe to retry)."""
 

@@ -4,7 +4,10 @@ Policy (reference §6):
 - every request carries `X-TFS-FedAuthRedirect: Suppress`, so a bad credential gives 401, and
   any 203 or `text/html` answer is still treated as an authentication failure;
 - `Retry-After` is honoured on any status (also a 200): every request of this client waits;
-  `X-RateLimit-Delay` and a low `X-RateLimit-Remaining` slow the whole client down;
+  `X-RateLimit-Delay` and a low `X-RateLimit-Remaining` slow the whole client down; a wait asked
+  for beyond `max_wait_seconds` ends the run with ThrottledError naming it (never an hour's sleep);
+- a certificate the trust store (plus `ca_bundle`) does not accept fails at once (CertificateError),
+  not retried: retrying cannot fix it;
 - 429, 5xx and connection failures (also a connection dropped mid-body) are retried with capped
   exponential backoff and full jitter, bounded in count (`max_retries`) and in total time
   (`max_retry_seconds`); a non-idempotent request is retried only when it surely was not
@@ -34,6 +37,7 @@ import orjson
 from .errors import (
     AuthenticationError,
     AzureDevOpsError,
+    CertificateError,
     NotFoundError,
     PermissionDeniedError,
     ThrottledError,
@@ -56,6 +60,9 @@ class ClientSettings:
     timeout: float = 60.0  # seconds per request (connect, read, write, pool)
     max_retries: int = 6  # retries of one request (not counting the first attempt)
     max_retry_seconds: float = 300.0  # total time one request may spend retrying
+    # The longest wait the service may ask for (Retry-After, X-RateLimit-Delay, on any status): a
+    # longer one ends the run with ThrottledError naming it, instead of holding every request.
+    max_wait_seconds: float = 300.0
     backoff_base: float = 0.5  # seconds; attempt n waits uniform(0, min(cap, base * 2**n))
     backoff_cap: float = 30.0
     ca_bundle: str | None = None  # PEM file of extra trusted CAs (corporate proxy, simulator)
@@ -81,7 +88,8 @@ class ClientSettings:
             raise ValueError("ClientSettings.max_concurrency must be at least 1")
         if self.network_backend not in ("asyncio", "anyio"):
             raise ValueError("ClientSettings.network_backend must be 'asyncio' or 'anyio'")
-        if self.max_retries < 0 or self.max_retry_seconds < 0 or self.damaged_retries < 0:
+        if self.max_retries < 0 or self.max_retry_seconds < 0 or self.damaged_retries < 0 \
+                or self.max_wait_seconds < 0:
             raise ValueError("ClientSettings retry bounds must not be negative")
 
 
@@ -262,18 +270,34 @@ class Requester:
                 return
             await self.clock.sleep(delay)
 
+    def _too_long(self, seconds: float, header: str, resp: httpx.Response, endpoint: str) -> ThrottledError:
+        cap = self.settings.max_wait_seconds
+        return ThrottledError(
+            f"{endpoint}: throttled for {seconds:.0f} s by the service ({header} on HTTP {resp.status_code}); "
+            f"retry later or raise the cap (setting max_wait_seconds, now {cap:.0f} s)",
+            retry_after=seconds, status=resp.status_code, url=safe_url(resp.request.url), endpoint=endpoint)
+
     def _observe_rate_headers(self, resp: httpx.Response, endpoint: str) -> float | None:
-        """Slow the client down as the rate-limit headers ask; returns Retry-After if present."""
+        """Slow the client down as the rate-limit headers ask; returns Retry-After if present.
+
+        A wait longer than `max_wait_seconds` raises ThrottledError instead of pausing the client.
+        """
         h = resp.headers
         retry_after = parse_retry_after(h.get("retry-after"), self.clock.time())
+        delay = _float(h.get("x-ratelimit-delay"))
+        if retry_after is not None and retry_after > self.settings.max_wait_seconds:
+            self.stats.throttled += 1
+            raise self._too_long(retry_after, "Retry-After", resp, endpoint)
+        if delay is not None and delay > self.settings.max_wait_seconds:
+            self.stats.throttled += 1
+            raise self._too_long(delay, "X-RateLimit-Delay", resp, endpoint)
         if retry_after is not None:
             if resp.status_code != 429:
                 self.stats.throttled += 1
             log.info("%s: server asked to wait %.2fs (Retry-After, status %s)", endpoint, retry_after,
                      resp.status_code)
             self._pause(retry_after)
-        delay = _float(h.get("x-ratelimit-delay"))
-        if delay:
+        if delay and delay > 0:
             # The server already delayed this request: space the next ones by as much.
             self.stats.throttled += 1
             self._pause(delay)
@@ -284,6 +308,17 @@ class Requester:
             # Spread the remaining budget over the rest of the window.
             self._pause(min(self.settings.backoff_cap, left / max(remaining, 1.0)))
         return retry_after
+
+    def _certificate_error(self, reason: str, url: str, endpoint: str) -> CertificateError:
+        host = urlsplit(url).hostname or url
+        where = (f"the CA file in ca_bundle ({self.settings.ca_bundle}) does not vouch for it"
+                 if self.settings.ca_bundle else "no ca_bundle is set")
+        log.error("%s: TLS certificate of %s refused: %s", endpoint, host, reason)
+        return CertificateError(
+            f"{endpoint}: the TLS certificate of {host} was not accepted ({reason}); {where}. Behind a "
+            "TLS-inspecting proxy or with a private CA, set the organization's ca_bundle setting to that CA's "
+            "PEM file; otherwise check the URL's host. Not retried: retrying cannot fix a certificate",
+            status=0, url=safe_url(url), endpoint=endpoint)
 
     def _backoff(self, attempt: int) -> float:
         return self.rng.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** attempt))
@@ -327,6 +362,9 @@ class Requester:
                     resp, failure = None, exc
             if resp is None:
                 assert failure is not None
+                bad_cert = certificate_problem(failure)
+                if bad_cert is not None:
+                    raise self._certificate_error(bad_cert, url, endpoint)
                 # A connect failure means nothing was sent: safe to retry any request.
                 sent = not isinstance(failure, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
                 what = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
@@ -446,7 +484,8 @@ class Requester:
                                        endpoint=endpoint)
         if status == 429:
             ra = parse_retry_after(resp.headers.get("retry-after"), self.clock.time())
-            return None, ThrottledError(f"Throttled by Azure DevOps on {endpoint}: {msg}", retry_after=ra,
+            return None, ThrottledError(f"Throttled by Azure DevOps on {endpoint} (HTTP 429: {msg}); retry later, "
+                                        "or lower the organization's concurrency", retry_after=ra,
                                         status=status, type_key=key, url=url, endpoint=endpoint)
         if status >= 500 or status == 408:
             return None, TransientError(f"{endpoint} failed with HTTP {status}: {msg}", status=status,
@@ -465,6 +504,22 @@ def _transport(settings: ClientSettings, ctx: ssl.SSLContext, limits: httpx.Limi
         return httpx.AsyncHTTPTransport(verify=ctx, limits=limits, proxy=proxy)
 
     return ProxyRouter(rules, make) if rules.active else make(None)
+
+
+def certificate_problem(exc: BaseException) -> str | None:
+    """The verification failure behind a connection error (its reason), or None for other failures."""
+    seen: set[int] = set()
+    node: BaseException | None = exc
+    while node is not None and id(node) not in seen:
+        seen.add(id(node))
+        if isinstance(node, ssl.SSLCertVerificationError):
+            return str(node.verify_message or node.reason or "certificate verify failed")
+        node = node.__cause__ or node.__context__
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        reason = text.split("certificate verify failed:", 1)[-1].split("(_ssl", 1)[0].strip(" :")
+        return reason or "certificate verify failed"
+    return None
 
 
 def make_ssl_context(ca_bundle: str | None) -> ssl.SSLContext:

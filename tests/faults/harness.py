@@ -44,19 +44,20 @@ class Case:
     ends: str  # "correct" | "failure"
     message: tuple[str, ...] = ()  # parts the failure's message must hold (route, cause, fix)
     error: type[BaseException] = AzureDevOpsError
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # ClientSettings of the faulted sync
+    url_org: str = ORG  # the organization named in the URL of the faulted sync
 
 
 def rule(path: str, **kw: Any) -> dict[str, Any]:
     return {"path": path, "count": kw.pop("count", -1), **kw}
 
 
-def sync(server: SimulatorServer, store: Store, snapshot: str, **settings: Any) -> SyncReport:
+def sync(server: SimulatorServer, store: Store, snapshot: str, url_org: str = ORG, **settings: Any) -> SyncReport:
     async def run() -> SyncReport:
-        cfg = {**FAST, **settings}
+        cfg = {"ca_bundle": server.ca_file, **FAST, **settings}
         async with await AzureDevOpsClient.connect(
-                server.org_url(ORG), PatCredential(server.pat),  # type: ignore[attr-defined]
-                settings=ClientSettings(ca_bundle=server.ca_file, **cfg)) as client:
+                server.org_url(url_org), PatCredential(server.pat),  # type: ignore[attr-defined]
+                settings=ClientSettings(**cfg)) as client:
             return await full_sync(client, store, ORG, snapshot, ALL)
     return asyncio.run(run())
 
@@ -86,7 +87,7 @@ def run_case(server: SimulatorServer, tmp_path: Path, case: Case) -> BaseExcepti
     store, before = baseline(server, tmp_path)
     server.world.faults.configure({"rules": case.rules})  # type: ignore[union-attr]
     try:
-        sync(server, store, AFTER, **case.settings)
+        sync(server, store, AFTER, case.url_org, **case.settings)
     except Exception as exc:  # judged below: only a clear failure of the expected kind passes
         _reset_and_check_hits(server, case)
         assert case.ends == "failure", f"{case.name}: expected a correct sync, got {type(exc).__name__}: {exc}"

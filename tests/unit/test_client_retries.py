@@ -242,3 +242,44 @@ def test_damaged_page_then_a_good_one_reads_the_good_one() -> None:
             assert c.stats.by_endpoint["GET graph/users"] == 2
 
     run(go())
+
+
+@pytest.mark.parametrize(("status", "headers", "named"), [
+    (200, {"Retry-After": "3600"}, "Retry-After on HTTP 200"),
+    (200, {"X-RateLimit-Delay": "3600"}, "X-RateLimit-Delay on HTTP 200"),
+    (429, {"Retry-After": "3600"}, "Retry-After on HTTP 429"),
+    (503, {"Retry-After": "Fri, 04 Dec 2099 10:00:00 GMT"}, "Retry-After on HTTP 503"),
+])
+def test_a_wait_beyond_the_cap_ends_the_run_instead_of_sleeping(status: int, headers: dict[str, str],
+                                                                named: str) -> None:
+    svc = FakeService()
+    svc.on("GET", "/_apis/graph/users", lambda r: json_response(PAGE, status=status, headers=headers))
+    clock = FakeClock()
+
+    async def go() -> None:
+        async with await connect(svc, clock=clock, settings=ClientSettings(max_wait_seconds=300)) as c:
+            with pytest.raises(ThrottledError) as err:
+                await collect(c.graph.iter_users())
+            msg = str(err.value)
+            assert "GET graph/users: throttled for" in msg and named in msg
+            assert "retry later or raise the cap (setting max_wait_seconds, now 300 s)" in msg
+            assert err.value.retry_after is not None and err.value.retry_after > 300
+
+    run(go())
+    assert clock.sleeps == []  # nothing waited: the run ends at once
+    assert svc.count("GET", "/_apis/graph/users") == 1
+
+
+def test_a_wait_within_the_cap_is_honoured() -> None:
+    svc = FakeService()
+    svc.on("GET", "/_apis/graph/users", lambda r: json_response(PAGE, headers={"X-RateLimit-Delay": "250"}))
+    svc.on("GET", "/_apis/graph/groups", lambda r: json_response(PAGE))
+    clock = FakeClock()
+
+    async def go() -> None:
+        async with await connect(svc, clock=clock, settings=ClientSettings(max_wait_seconds=300)) as c:
+            await collect(c.graph.iter_users())
+            await collect(c.graph.iter_groups())
+
+    run(go())
+    assert clock.sleeps == [pytest.approx(250.0)]
