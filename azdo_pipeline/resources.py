@@ -25,6 +25,7 @@ def unreachable_host_message(org: OrgConfig, source: str, exc: AzureDevOpsError)
     """One sentence: the organization could not be reached (cause), and what to check (fix)."""
     text = exc.message
     causes = (("CERTIFICATE_VERIFY_FAILED", "its TLS certificate is not trusted"),
+              ("certificate of", "its TLS certificate is not trusted"),  # client CertificateError
               ("Errno 111", "connection refused"), ("refused", "connection refused"),
               ("Errno -2", "host name not found"), ("Errno -3", "host name not found"),
               ("Name or service not known", "host name not found"), ("Errno 101", "network unreachable"),

@@ -136,7 +136,7 @@ def test_tls_is_verified_through_the_tunnel(server: SimulatorServer, proxy: Conn
     # Without the simulator's CA the handshake inside the tunnel must fail: the proxy neither
     # terminates TLS nor lets the client skip verification.
     monkeypatch.setenv("HTTPS_PROXY", proxy.url)
-    with pytest.raises(AzureDevOpsError, match="TLS certificate of 127.0.0.1 was not accepted"):
+    with pytest.raises(AzureDevOpsError, match=r"TLS certificate of 127\.0\.0\.1 was not accepted"):
         _sync(f"https://127.0.0.1:{dead_port}/{ORG}", _pat(server), Store(tmp_path), max_retries=0)
     assert proxy.tunnels and proxy.tunnels[0].first_byte == TLS_HANDSHAKE
     assert _served(server) == 0
