@@ -25,6 +25,7 @@ import http.server
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -93,6 +94,10 @@ class PatCredential:
 
     async def on_unauthorized(self) -> bool:
         return False  # a PAT cannot be refreshed
+
+    def refusal_hint(self, scope: Any) -> str:
+        need = scope.hint() if scope is not None else "check the token"
+        return f"If the PAT is valid and not expired, {need}."
 
     def __repr__(self) -> str:
         return "PatCredential(pat='***')"
@@ -173,17 +178,72 @@ def build_msal_app(settings: OAuthSettings, *, cache: Any = None, public: bool |
                                                   client_credential=settings.client_secret.reveal(),
                                                   azure_region=False, **kwargs)
     except ValueError as exc:  # msal: bad authority, unknown tenant, unreachable discovery
-        raise AuthenticationError(f"cannot use the Entra authority {settings.authority}: {exc}") from None
+        why = explain_aadsts(str(exc))
+        raise AuthenticationError(f"cannot use the Entra authority {settings.authority}: {why or exc}") from None
+    except OSError as exc:  # requests' SSLError / ConnectionError (a RequestException is an OSError)
+        raise AuthenticationError(_authority_unreachable(settings, exc)) from None
 
 
-def _check_result(result: Any, what: str) -> dict:
+def _authority_unreachable(settings: OAuthSettings, exc: BaseException) -> str:
+    text = redact(str(exc))
+    if "CERTIFICATE_VERIFY_FAILED" in text or "SSLError" in type(exc).__name__:
+        fix = ("its TLS certificate was not accepted: set the organization's ca_bundle to the PEM file of the CA "
+               "that signs it (a TLS-inspecting proxy's, or the simulator's)"
+               + (f"; the one set ({settings.ca_bundle}) does not vouch for it" if settings.ca_bundle else ""))
+    else:
+        fix = ("it could not be reached: check auth.authority_host and that this machine reaches it (set "
+               "HTTPS_PROXY / NO_PROXY or the organization's proxy on corporate networks)")
+    return f"cannot sign in at the Entra authority {settings.authority_host}: {fix}"
+
+
+# Entra's error codes a person meets here, explained with the fix (codes: learn.microsoft.com/entra/
+# identity-platform/reference-error-codes). A code not listed keeps Entra's own description.
+_RELOGIN = "sign in again with `azdo-pipeline login --org {org}`"
+AADSTS_HELP: dict[str, str] = {
+    "50173": "the sign-in was revoked (the password was changed or reset, or an administrator revoked the "
+             "user's sessions); " + _RELOGIN,
+    "70008": "the refresh token expired (unused for 90 days) or was revoked; " + _RELOGIN,
+    "700082": "the refresh token expired after 90 days without use; " + _RELOGIN,
+    "700084": "the refresh token expired; " + _RELOGIN,
+    "50078": "the tenant now requires multi-factor authentication; " + _RELOGIN,
+    "50076": "the tenant now requires multi-factor authentication; " + _RELOGIN,
+    "50058": "no signed-in session; " + _RELOGIN,
+    "65001": "consent is missing: an administrator must grant the app its permissions (Azure DevOps "
+             "user_impersonation), then " + _RELOGIN,
+    "700016": "no application with this client id exists in the tenant: check auth.client_id (the app "
+              "registration's Application (client) ID) and auth.tenant_id",
+    "90002": "the tenant was not found: check auth.tenant_id (the directory id or a verified domain)",
+    "7000215": "the client secret is wrong: put the app registration's current secret value (not its id) in "
+               "the variable auth.client_secret_env names",
+    "7000222": "the client secret has expired: create a new one in the app registration and put it in the "
+               "variable auth.client_secret_env names",
+    "50011": "the redirect URI is not registered: add http://localhost (platform 'Mobile and desktop "
+             "applications') to the app registration",
+    "50105": "the signed-in user is not assigned to the app: an administrator must assign them",
+    "53003": "a Conditional Access policy blocked the sign-in: ask the tenant administrator",
+    "500011": "Azure DevOps is not available in this tenant (resource principal not found): check auth.tenant_id",
+    "50196": "Entra is throttling or temporarily unavailable; retry later",
+}
+
+
+def explain_aadsts(text: str, org: str | None = None) -> str | None:
+    """The explanation and fix of the first AADSTS code in `text`, or None."""
+    m = re.search(r"AADSTS(\d+)", text or "")
+    if not m or m.group(1) not in AADSTS_HELP:
+        return None
+    return f"AADSTS{m.group(1)}: " + AADSTS_HELP[m.group(1)].format(org=org or "<organization>")
+
+
+def _check_result(result: Any, what: str, org: str | None = None) -> dict:
     if not isinstance(result, dict) or "access_token" not in result:
         err = result.get("error", "") if isinstance(result, dict) else ""
         desc = result.get("error_description", "") if isinstance(result, dict) else ""
-        hint = ""
-        if isinstance(result, dict) and ("AADSTS65001" in desc or result.get("suberror") == "consent_required"):
-            hint = " (consent is missing: an administrator must grant the app its permissions)"
-        raise AuthenticationError(f"{what} failed: {err} {desc.splitlines()[0] if desc else ''}{hint}".strip())
+        first = redact(desc.splitlines()[0]) if desc else ""
+        if isinstance(result, dict) and result.get("suberror") == "consent_required" and "AADSTS" not in desc:
+            first = f"AADSTS65001 {first}"
+        why = explain_aadsts(first, org)
+        raise AuthenticationError(f"{what} failed: {why} (Entra said: {err} {first})" if why
+                                  else f"{what} failed: {err} {first}".strip())
     register_secret(result.get("access_token"))
     register_secret(result.get("refresh_token"))
     register_secret(result.get("id_token"))
@@ -253,6 +313,7 @@ class OAuthCredential:
         self._token: Secret | None = None
         self._expires_at = 0.0
         self._lock = _LoopLock()
+        self.refresh_problem: str | None = None  # why the last forced refresh failed (said on a refusal)
 
     def __repr__(self) -> str:
         return (f"OAuthCredential(org={self.org!r}, tenant_id={self.settings.tenant_id!r}, "
@@ -274,14 +335,17 @@ class OAuthCredential:
             accounts = app.get_accounts()
             if not accounts:
                 continue
-            last = app.acquire_token_silent([AZURE_DEVOPS_SCOPE], account=accounts[0],
-                                            force_refresh=force_refresh)
+            # _with_error: a refused refresh (revoked, expired) comes back with Entra's reason,
+            # where acquire_token_silent gives None and the reason is lost.
+            silent = getattr(app, "acquire_token_silent_with_error", None) or app.acquire_token_silent
+            last = silent([AZURE_DEVOPS_SCOPE], account=accounts[0], force_refresh=force_refresh)
             if isinstance(last, dict) and "access_token" in last:
                 self.cache_file.save()
-                return _check_result(last, "silent token refresh")
+                self.refresh_problem = None
+                return _check_result(last, "silent token refresh", self.org)
         self.cache_file.save()
         if isinstance(last, dict) and last.get("error"):
-            _check_result(last, f"refreshing the Azure DevOps token for {self.org}")
+            _check_result(last, f"refreshing the OAuth token for {self.org}", self.org)
         raise AuthenticationError(
             f"no usable login for organization {self.org!r} in {self.cache_file.path}; "
             f"run `azdo-pipeline login --org {self.org}` (add --device-code on a headless machine)")
@@ -306,8 +370,17 @@ class OAuthCredential:
                 await self._renew(force_refresh=True)
             except AuthenticationError as exc:
                 log.warning("token refresh after 401 failed: %s", exc)
+                self.refresh_problem = exc.message
                 return False
             return self._token != old
+
+    def refusal_hint(self, scope: Any) -> str:
+        """What a refusal of this credential means (the transport's message): never a PAT scope."""
+        if self.refresh_problem:
+            return f"The OAuth token was refused and could not be renewed: {self.refresh_problem}"
+        return (f"The OAuth token of {self.org} was refused although valid: the signed-in user may have lost "
+                "access to the organization, or the app registration lacks the Azure DevOps permission "
+                f"(user_impersonation); check both, then sign in again with `azdo-pipeline login --org {self.org}`")
 
 
 class GraphAppCredential:
@@ -391,7 +464,10 @@ def login(settings: Any, org: str | None = None, *, device_code: bool = False,
         app = app_factory(settings, cache=cache_file.cache, public=True)
         flow = app.initiate_device_flow(scopes=[AZURE_DEVOPS_SCOPE])
         if "user_code" not in flow:
-            raise AuthenticationError(f"device-code login could not start: {flow.get('error_description', flow)}")
+            desc = redact(str(flow.get("error_description") or flow.get("error") or flow))
+            why = explain_aadsts(desc, org)
+            raise AuthenticationError(f"device-code login could not start: {why} (Entra said: {desc.splitlines()[0]})"
+                                      if why else f"device-code login could not start: {desc}")
         say(flow.get("message") or f"Go to {flow.get('verification_uri')} and enter {flow['user_code']}")
         flow["expires_at"] = min(float(flow.get("expires_at") or time.time() + timeout), time.time() + timeout)
         result = app.acquire_token_by_device_flow(flow)
@@ -416,8 +492,10 @@ def login(settings: Any, org: str | None = None, *, device_code: bool = False,
         if response is None:
             raise AuthenticationError(f"no sign-in redirect arrived within {timeout:.0f}s")
         if "error" in response:
-            raise AuthenticationError(f"sign-in failed: {response.get('error')} "
-                                      f"{redact(response.get('error_description', ''))}".strip())
+            desc = redact(response.get("error_description", ""))
+            why = explain_aadsts(desc, org)
+            raise AuthenticationError(f"sign-in failed: {why} (Entra said: {response.get('error')} {desc})" if why
+                                      else f"sign-in failed: {response.get('error')} {desc}".strip())
         try:
             result = app.acquire_token_by_auth_code_flow(flow, response)
         except ValueError as exc:  # state mismatch and friends

@@ -25,13 +25,16 @@ def _login_arguments(p: argparse.ArgumentParser) -> None:
 def run_login(args: argparse.Namespace) -> int:
     """OAuth: sign in once (authorization code, or device code); later runs refresh silently."""
     from .auth import login_from_config
-    from .client.errors import ConfigurationError
+    from .client.errors import AzureDevOpsError, ConfigurationError
 
     try:
         path = login_from_config(args.org, device_code=args.device_code, config_path=args.config)
     except ConfigurationError as e:
         print(f"azdo-pipeline login: {e}", file=sys.stderr)
         return 2
+    except AzureDevOpsError as e:  # sign-in refused (AADSTS explained), authority unreachable or untrusted
+        print(f"azdo-pipeline login: {e}", file=sys.stderr)
+        return 1
     print(f"logged in; token cache written to {path} (mode 0600)")
     return 0
 

@@ -403,6 +403,8 @@ class Requester:
                     if not refreshed and self.credential is not None and await self.credential.on_unauthorized():
                         refreshed = True
                         continue
+                    if self.credential is not None and not refreshed:  # the refresh just failed: say why
+                        err = self._classify(resp, method, endpoint, scope, allow, False)[1] or err
                     raise err
                 if problem is not None:
                     pass  # damaged: read again below, within the same bounds
@@ -446,6 +448,15 @@ class Requester:
             return str(exc) or type(exc).__name__
         return None
 
+    def _auth_hint(self, scope: Scope | None) -> str:
+        """What a refused credential means: the credential says (a PAT's scope, an OAuth sign-in
+        that could not be renewed); a credential that cannot say gets the route's PAT scope."""
+        describe = getattr(self.credential, "refusal_hint", None)
+        if callable(describe):
+            return str(describe(scope))
+        hint = scope.hint() if scope else "check the credential"
+        return f"If the token is valid and not expired, {hint}."
+
     def _classify(self, resp: httpx.Response, method: str, endpoint: str, scope: Scope | None,
                   allow: frozenset[int] | set[int],
                   decode: bool = True) -> tuple[Reply | None, AzureDevOpsError | None]:
@@ -456,10 +467,8 @@ class Requester:
         if status == 203 or status == 401 or (is_html and status < 300):
             msg, key = ("the server answered with a sign-in page", "") if is_html or status == 203 \
                 else error_message(resp)
-            hint = scope.hint() if scope else "check the credential"
             return None, AuthenticationError(
-                f"Azure DevOps refused the credential for {endpoint} (HTTP {status}: {msg}). "
-                f"If the token is valid and not expired, {hint}.",
+                f"Azure DevOps refused the credential for {endpoint} (HTTP {status}: {msg}). {self._auth_hint(scope)}",
                 status=status, type_key=key, url=url, endpoint=endpoint)
         if 200 <= status < 300 or status in allow:
             data = None

@@ -52,12 +52,13 @@ def rule(path: str, **kw: Any) -> dict[str, Any]:
     return {"path": path, "count": kw.pop("count", -1), **kw}
 
 
-def sync(server: SimulatorServer, store: Store, snapshot: str, url_org: str = ORG, **settings: Any) -> SyncReport:
+def sync(server: SimulatorServer, store: Store, snapshot: str, url_org: str = ORG, credential: Any = None,
+         **settings: Any) -> SyncReport:
     async def run() -> SyncReport:
         cfg = {"ca_bundle": server.ca_file, **FAST, **settings}
-        async with await AzureDevOpsClient.connect(
-                server.org_url(url_org), PatCredential(server.pat),  # type: ignore[attr-defined]
-                settings=ClientSettings(**cfg)) as client:
+        cred = credential or PatCredential(server.pat)  # type: ignore[attr-defined]
+        async with await AzureDevOpsClient.connect(server.org_url(url_org), cred,
+                                                   settings=ClientSettings(**cfg)) as client:
             return await full_sync(client, store, ORG, snapshot, ALL)
     return asyncio.run(run())
 
