@@ -13,7 +13,12 @@ from azdo_pipeline.config import load_config
 from azdo_pipeline.jobs import access_graph_job, full_sync_job, provisioning_job
 from azdo_pipeline.resources import default_resources
 from azdo_pipeline.schedules import daily_full_sync
-from azdo_pipeline.sensors import access_graph_after_provisioning, provisioning_inbox, register_organizations
+from azdo_pipeline.sensors import (
+    access_graph_after_provisioning,
+    provisioning_inbox,
+    provisioning_pending_check,
+    register_organizations,
+)
 
 load_config()  # raises ConfigurationError naming the setting and the fix
 
@@ -21,6 +26,6 @@ defs = dg.Definitions(
     assets=dg.load_assets_from_modules([raw, graph, provisioning]),
     jobs=[full_sync_job, provisioning_job, access_graph_job],
     schedules=[daily_full_sync],
-    sensors=[register_organizations, provisioning_inbox, access_graph_after_provisioning],
+    sensors=[register_organizations, provisioning_inbox, provisioning_pending_check, access_graph_after_provisioning],
     resources=default_resources(),
 )

@@ -4,6 +4,7 @@ requests into provisioning runs."""
 from __future__ import annotations
 
 import json
+import time
 
 import dagster as dg
 
@@ -104,3 +105,29 @@ def access_graph_after_provisioning(context: dg.RunStatusSensorContext):
     if not records or records[0].run_id != context.dagster_run.run_id:
         return dg.SkipReason(f"run {context.dagster_run.run_id} changed no membership of '{org}'")
     return dg.RunRequest(run_key=context.dagster_run.run_id, partition_key=org, tags={"azdo/org": org})
+
+
+@dg.sensor(job=provisioning_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Launches a re-check run (provisioning_job without a batch) for organizations with pending "
+                       "Entra changes, every provisioning.recheck_interval_seconds: each becomes confirmed when "
+                       "Azure DevOps shows it, or unconfirmed after provisioning.confirm_wait_minutes.")
+def provisioning_pending_check(context: dg.SensorEvaluationContext, azdo: AzdoPipeline):
+    cfg = azdo.config()
+    settings = provisioning_settings(cfg, data_dir=azdo.data_dir)
+    inbox = Inbox(settings.inbox_dir)
+    if not inbox.ledger_path.exists():
+        return dg.SkipReason("no provisioning request received yet")
+    last: dict[str, float] = json.loads(context.cursor) if context.cursor else {}
+    with Ledger(inbox.ledger_path) as ledger:
+        pending = ledger.pending_orgs()
+    now = time.time()
+    due = sorted(o for o in pending if now - float(last.get(o, 0)) >= settings.recheck_interval.total_seconds())
+    if not due:
+        return dg.SkipReason(f"pending Entra changes: {pending or 'none'}; next check not due")
+    stamp = int(now)
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"recheck:{o}:{stamp}", partition_key=o,
+                                    tags={"azdo/provisioning_org": o, "azdo/provisioning_recheck": "true"},
+                                    run_config={"ops": {"provisioning_outcomes": {"config": {"batch_id": ""}}}})
+                      for o in due],
+        cursor=json.dumps({**last, **{o: now for o in due}}, sort_keys=True))

@@ -288,6 +288,12 @@ class Ledger:
             rows = self._db.execute(sql + " ORDER BY seq", args).fetchall()
         return [_entry(r) for r in rows]
 
+    def pending_orgs(self) -> list[str]:
+        """Organizations with outcomes still `pending` (Entra changes not yet seen in Azure DevOps)."""
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT DISTINCT org FROM requests WHERE status = 'pending' ORDER BY org")]
+
     def counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._db.execute("SELECT state, COUNT(*) FROM requests GROUP BY state").fetchall())

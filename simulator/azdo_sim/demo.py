@@ -2,7 +2,9 @@
 
 Starts the simulator over TLS on 127.0.0.1, writes a configuration that points at it (the PAT
 only through an environment variable), materializes every asset for the organization through
-Dagster, and prints a summary and where the Parquet went.
+Dagster, and prints a summary and where the Parquet went; then carries out a few provisioning requests
+(a grant, a revoke, an Entra no-op, a created account, a refused deprovision) through the inbox, the
+provisioning sensor and the provisioning job, and prints their outcomes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from azdo_pipeline.partitions import ORG_PARTITIONS_NAME
 from azdo_pipeline.resources import AzdoPipeline
 from azdo_pipeline.store import Store
 
+from .demo_provisioning import demo_requests, print_outcomes, provision_through_sensor
 from .generator import generate
 from .server import SimulatorServer
 from .state import World
@@ -111,6 +114,14 @@ def run_demo(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_d
                     tags={"azdo/org": org, "azdo/run": f"demo-{secrets.token_hex(3)}"},
                     run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
                 elapsed = time.monotonic() - started
+                provisioned = None
+                if result.success:
+                    # Then a few requests through the inbox, the sensor and the provisioning job.
+                    run_id = f"demo-{secrets.token_hex(3)}"
+                    docs = demo_requests(world, world.orgs[org], run_id)
+                    ok = provision_through_sensor(defs, instance, AzdoPipeline(config_path=str(cfg), data_dir=str(out)),
+                                                  out / "inbox", docs)
+                    provisioned = [d["id"] for d in docs] if ok else []
         finally:
             os.environ.pop(DEMO_PAT_ENV, None)
             for key, value in proxy_vars.items():
@@ -127,6 +138,10 @@ def run_demo(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_d
         print("demo: the run FAILED; see the log above")
         return 1
     print_summary(Store(out), org, elapsed, counts, result)
+    if not provisioned:
+        print("demo: the provisioning run FAILED; see the log above")
+        return 1
+    print_outcomes(Store(out), org, provisioned)
     return 0
 
 

@@ -382,3 +382,39 @@ def pq_eq(table: Any, column: str, value: str) -> Any:
     import pyarrow.compute as pc
 
     return pc.equal(table[column].cast("string"), value)
+
+
+def test_pending_entra_changes_are_rechecked_and_confirmed(env: Env, instance: dg.DagsterInstance) -> None:
+    from datetime import UTC, datetime
+
+    from azdo_pipeline.provisioning.flow import to_ledger
+    from azdo_pipeline.provisioning.outcomes import Outcome, Status
+    from azdo_pipeline.provisioning.requests import Action
+
+    # A grant made through Microsoft Graph is recorded pending (the executor's part, tested with it);
+    # here Azure DevOps already shows the membership, so the next check confirms it.
+    [c] = membership_changes(env.org, 0, 1, seed=7)  # an existing direct membership
+    pending = Outcome(request_id="entra-1", organization=ORG, action=Action.GRANT, status=Status.PENDING,
+                      message="added in Microsoft Entra; waiting for Azure DevOps", principal=c.member_name,
+                      target=c.group_name, principal_descriptor=c.member, target_descriptor=c.group,
+                      started_at=datetime.now(UTC), finished_at=datetime.now(UTC))
+    with Ledger(env.inbox.ensure().ledger_path) as ledger:
+        ledger.receive(request_id="entra-1", org=ORG, action="grant", order_key="k", body={}, digest="d",
+                       file_name=None)
+        ledger.mark_started("entra-1", "earlier-run")
+        ledger.record_outcome("entra-1", "pending", to_ledger(pending.to_row()))
+    sensor = _defs().resolve_sensor_def("provisioning_pending_check")
+    with dg.build_sensor_context(instance=instance,
+                                 resources={"azdo": AzdoPipeline(config_path=str(env.config))}) as ctx:
+        result = sensor(ctx)
+    assert isinstance(result, dg.SensorResult)
+    [rr] = result.run_requests
+    assert rr.partition_key == ORG and rr.tags["azdo/provisioning_recheck"] == "true"
+    assert launch(env, instance, rr).success
+    [row] = env.outcomes()
+    assert row["request_id"] == "entra-1" and row["status"] == "confirmed", row
+    assert any(call.startswith("HEAD ") for call in row["api_calls"])
+    # Nothing pending any more: the next evaluation asks for no run.
+    with dg.build_sensor_context(instance=instance, cursor=result.cursor,
+                                 resources={"azdo": AzdoPipeline(config_path=str(env.config))}) as ctx:
+        assert isinstance(sensor(ctx), dg.SkipReason)

@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from azdo_sim.generator import generate
@@ -127,6 +128,32 @@ def test_ui_launches_a_sync_that_writes_the_graph(dagster_dev: tuple[int, Path])
     assert status == "SUCCESS"
     for table in ("users", "memberships", "effective_grants"):
         assert (data / "latest" / table / f"org={ORG}" / f"{table}.parquet").exists(), table
+
+    # Provisioning with the daemon running: a request file dropped into the inbox (as a governance
+    # tool would write it) ends as an outcome row, through the provisioning_inbox sensor and a run.
+    users = pq.read_table(data / "latest" / "users" / f"org={ORG}" / "users.parquet").to_pylist()
+    groups = pq.read_table(data / "latest" / "groups" / f"org={ORG}" / "groups.parquet").to_pylist()
+    edges = pq.read_table(data / "latest" / "memberships" / f"org={ORG}" / "memberships.parquet")
+    member = set(zip(edges["container_descriptor"].to_pylist(), edges["member_descriptor"].to_pylist(), strict=True))
+    user, group = next((u, g) for g in groups if g["subject_type"] == "vssgp" and not g["is_team"]
+                       for u in users if u["principal_name"] and "@" in u["principal_name"]
+                       and (g["descriptor"], u["descriptor"]) not in member)
+    incoming = data / "inbox" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    request = {"id": "e2e-grant-1", "organization": ORG, "action": "grant", "principal": user["principal_name"],
+               "target": group["principal_name"]}
+    (incoming / ".e2e-grant-1.json.tmp").write_text(json.dumps(request))
+    (incoming / ".e2e-grant-1.json.tmp").rename(incoming / "e2e-grant-1.json")
+    outcomes = data / "latest" / "provisioning_outcomes" / f"org={ORG}" / "provisioning_outcomes.parquet"
+    rows: list[dict] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not rows:
+        if outcomes.exists():
+            rows = [r for r in pq.read_table(outcomes).to_pylist() if r["request_id"] == "e2e-grant-1"]
+        time.sleep(1)
+    assert [(r["status"], r["target_descriptor"], r["principal_descriptor"]) for r in rows] == [
+        ("succeeded", group["descriptor"], user["descriptor"])]
+    assert (data / "inbox" / "processed" / "e2e-grant-1.json").exists()
 
 
 @pytest.mark.parametrize("dagster_dev", ["dagster dev"], indirect=True)

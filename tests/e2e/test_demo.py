@@ -56,6 +56,10 @@ def test_demo_builds_graph_equal_to_independent_closure(tmp_path: Path, capsys: 
 
     n = len(RAW_CHECKS) + len(GRAPH_CHECK_SPECS)  # every reconciliation rule and graph check
     assert f"asset checks: {n}/{n} passed" in out and str(tmp_path) in out
+    # Then the provisioning requests, through the inbox, the sensor and the job.
+    statuses = [line.split()[:2] for line in out.split("provisioning: 5 requests", 1)[1].splitlines()[1:6]]
+    assert statuses == [["grant", "succeeded"], ["revoke", "succeeded"], ["grant", "skipped_entra_managed"],
+                        ["create_account", "succeeded"], ["deprovision_account", "refused"]], out
     latest = tmp_path / "latest"
     manifests = list((tmp_path / "_snapshots" / f"org={ORG}").glob("*.json"))
     assert manifests and all(json.loads(m.read_text())["simulated"] is True for m in manifests)
