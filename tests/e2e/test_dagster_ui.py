@@ -135,7 +135,7 @@ def test_ui_launches_a_sync_that_writes_the_graph(dagster_dev: tuple[int, Path])
     groups = pq.read_table(data / "latest" / "groups" / f"org={ORG}" / "groups.parquet").to_pylist()
     edges = pq.read_table(data / "latest" / "memberships" / f"org={ORG}" / "memberships.parquet")
     member = set(zip(edges["container_descriptor"].to_pylist(), edges["member_descriptor"].to_pylist(), strict=True))
-    user, group = next((u, g) for g in groups if g["subject_type"] == "vssgp" and not g["is_team"]
+    user, group = next((u, g) for g in groups if g["descriptor"].startswith("vssgp.") and not g["is_team"]
                        for u in users if u["principal_name"] and "@" in u["principal_name"]
                        and (g["descriptor"], u["descriptor"]) not in member)
     incoming = data / "inbox" / "incoming"
