@@ -22,8 +22,8 @@ from .test_client_support import FakeClock, FakeService, collect, connect, json_
 
 PROFILE = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6) \
-    | st.just("2024-05-01T10:00:00Z") | st.just("yesterday")
+_leaf = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) \
+    | st.text(max_size=6) | st.just("2024-05-01T10:00:00Z") | st.just("yesterday")
 _json = st.recursive(_leaf, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
                                                                                           max_size=3), max_leaves=8)
 
