@@ -1,5 +1,6 @@
 """The `azdo-pipeline` console script.
 
+    azdo-pipeline sync [--org NAME] [--config FILE] [--data-dir DIR]   full sync + access graph through Dagster
     azdo-pipeline login --org NAME [--device-code]                OAuth sign-in, once
     azdo-pipeline request grant|revoke|create-account|deprovision-account --org NAME --principal WHO ...
                                                                   write one request into the inbox
@@ -13,6 +14,50 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
+
+
+def _sync_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--org", default=None, help="organization name in the configuration (default: every one)")
+    p.add_argument("--config", default=None, help="configuration file (default: $AZDO_PIPELINE_CONFIG, "
+                                                  "./azdo-pipeline.yaml)")
+    p.add_argument("--data-dir", default=None, help="where the Parquet goes (default: the configuration's data_dir)")
+
+
+def run_sync(args: argparse.Namespace) -> int:
+    """The full-sync job (sync + access graph) of one or every configured organization, through Dagster
+    in this process; prints a summary per organization. Exit 0 when every run succeeded."""
+    from .client.errors import ConfigurationError
+    from .config import load_config
+    from .runner import LocationNotFound, failure_causes, load_definitions, repo_root, run_full_sync
+    from .store import Store
+    from .summary import print_summary
+
+    try:
+        cfg = load_config(args.config)
+        orgs = [cfg.org(args.org)] if args.org else list(cfg.organizations)
+        problems = [p for p in cfg.check_environment()
+                    if any(p.startswith(f"organizations[{cfg.organizations.index(o)}].") for o in orgs)]
+        if problems:
+            raise ConfigurationError("; ".join(problems))
+        defs = load_definitions(repo_root(), cfg.source)
+    except (ConfigurationError, LocationNotFound) as e:
+        print(f"azdo-pipeline sync: {e}", file=sys.stderr)
+        return 2
+    store = Store(Path(args.data_dir).resolve() if args.data_dir else cfg.data_dir)
+    failed = []
+    for org in orgs:
+        print(f"syncing '{org.name}' ({org.url}) into {store.data_dir} …", flush=True)
+        run = run_full_sync(defs, org.name, config_path=cfg.source, data_dir=store.data_dir,
+                            tags={"azdo/run": "cli-sync"})
+        if run.result.success:
+            print_summary(store, org.name, run.seconds, run.result, requests_label="requests to Azure DevOps")
+        else:
+            failed.append(org.name)
+            print(f"azdo-pipeline sync: the run for '{org.name}' FAILED:", file=sys.stderr)
+            for cause in failure_causes(run.result):
+                print(f"  {cause}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _login_arguments(p: argparse.ArgumentParser) -> None:
@@ -120,6 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="demo, dev, simulate and tour come with the simulator (the azdo-sim distribution, "
                "./simulator in the repository; `make demo` installs it).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = sub.add_parser("sync", help="full sync + access graph of configured organizations through Dagster, "
+                                    "in this process (runs land in $DAGSTER_HOME's instance when it is set)")
+    _sync_arguments(p)
+    p.set_defaults(run=run_sync)
     p = sub.add_parser("login", help="sign in once with OAuth for an organization (msal token cache, mode 0600)")
     _login_arguments(p)
     p.set_defaults(run=run_login)

@@ -17,14 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import dagster as dg
-import pyarrow.parquet as pq
 import yaml
 
-from azdo_pipeline import schemas
-from azdo_pipeline.config import ENV_CONFIG
-from azdo_pipeline.partitions import ORG_PARTITIONS_NAME
+from azdo_pipeline import runner
 from azdo_pipeline.resources import AzdoPipeline
 from azdo_pipeline.store import Store
+from azdo_pipeline.summary import print_summary
 
 from .demo_provisioning import demo_requests, print_outcomes, provision_through_sensor
 from .generator import generate
@@ -37,22 +35,10 @@ DEFAULT_ORG = "sim-fabrikam"
 
 def repo_root() -> Path:
     """The repository holding the Dagster code location (assets/ beside workspace.yaml)."""
-    for folder in (Path.cwd(), *Path.cwd().parents):
-        if (folder / "workspace.yaml").is_file() and (folder / "assets" / "definitions.py").is_file():
-            return folder
-    raise SystemExit("azdo-pipeline demo/dev: run it from the azdo-pipeline repository (the folder with "
-                     "workspace.yaml and assets/), where the Dagster code location lives")
-
-
-def load_definitions(root_path: Path) -> dg.Definitions:
-    """The code location's Definitions, loaded from the repository as `dagster dev` loads it."""
-    import importlib
-    import sys
-
-    root = str(root_path)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module("assets.definitions").defs
+    try:
+        return runner.repo_root()
+    except runner.LocationNotFound as e:
+        raise SystemExit(f"azdo-pipeline demo/dev: {e}") from None
 
 
 def write_demo_config(path: Path, *, org: str, url: str, ca_file: str, data_dir: Path) -> None:
@@ -100,22 +86,13 @@ def run_demo(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_d
         os.environ[DEMO_PAT_ENV] = token
         proxy_vars = {k: os.environ.get(k) for k in ("no_proxy", "NO_PROXY")}
         os.environ["no_proxy"] = os.environ["NO_PROXY"] = no_proxy_with_loopback(os.environ)
-        previous = os.environ.get(ENV_CONFIG)
-        os.environ[ENV_CONFIG] = str(cfg)  # the code location validates it when it loads
         try:
-            defs = load_definitions(root)
-            with dg.instance_for_test() as instance:
-                instance.add_dynamic_partitions(ORG_PARTITIONS_NAME, [org])
-                job = defs.resolve_job_def("full_sync_job")
-                started = time.monotonic()
-                result = job.execute_in_process(
-                    partition_key=org, instance=instance,
-                    resources={"azdo": AzdoPipeline(config_path=str(cfg), data_dir=str(out))},
-                    tags={"azdo/org": org, "azdo/run": f"demo-{secrets.token_hex(3)}"},
-                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
-                elapsed = time.monotonic() - started
+            defs = runner.load_definitions(root, cfg)  # the code location validates the file as it loads
+            with dg.DagsterInstance.ephemeral() as instance:
+                run = runner.run_full_sync(defs, org, config_path=cfg, data_dir=out, instance=instance,
+                                           tags={"azdo/run": f"demo-{secrets.token_hex(3)}"})
                 provisioned = None
-                if result.success:
+                if run.result.success:
                     # Then a few requests through the inbox, the sensor and the provisioning job.
                     run_id = f"demo-{secrets.token_hex(3)}"
                     docs = demo_requests(world, world.orgs[org], run_id)
@@ -129,46 +106,19 @@ def run_demo(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_d
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-            if previous is None:
-                os.environ.pop(ENV_CONFIG, None)
-            else:
-                os.environ[ENV_CONFIG] = previous
         counts = dict(world.request_counts)
-    if not result.success:
-        print("demo: the run FAILED; see the log above")
+    if not run.result.success:
+        print("demo: the run FAILED:")
+        for cause in runner.failure_causes(run.result):
+            print(f"  {cause}")
         return 1
-    print_summary(Store(out), org, elapsed, counts, result)
+    print_summary(Store(out), org, run.seconds, run.result, requests_by_route=counts,
+                  requests_label="requests served by the simulator")
     if not provisioned:
         print("demo: the provisioning run FAILED; see the log above")
         return 1
     print_outcomes(Store(out), org, provisioned)
     return 0
-
-
-def print_summary(store: Store, org: str, elapsed: float, counts: dict[str, int],
-                  result: dg.ExecuteInProcessResult) -> None:
-    print(f"\nfull sync + access graph of '{org}' through Dagster in {elapsed:.1f}s")
-    print(f"requests served by the simulator: {sum(counts.values())}")
-    for route, n in sorted(counts.items(), key=lambda kv: -kv[1])[:12]:
-        print(f"  {n:7d}  {route}")
-    print("\ntables (latest snapshot):")
-    names = list(schemas.RAW_TABLES)
-    try:
-        from azdo_pipeline.accessgraph.schemas import DERIVED_TABLES
-
-        names += list(DERIVED_TABLES)
-    except ImportError:
-        pass
-    for name in names:
-        path = store.latest_path(name, org)
-        if path.exists():
-            print(f"  {name:22s} {pq.ParquetFile(path).metadata.num_rows:9d} rows  {path}")
-    checks = result.get_asset_check_evaluations()
-    failed = [c.check_name for c in checks if not c.passed]
-    print(f"\nasset checks: {len(checks) - len(failed)}/{len(checks)} passed" +
-          (f"; failed: {', '.join(failed)}" if failed else ""))
-    print(f"\nParquet: {store.data_dir}  (read all organizations and snapshots with e.g. "
-          f"duckdb: SELECT * FROM read_parquet('{store.data_dir}/latest/users/*/*.parquet', hive_partitioning=1))")
 
 
 def default_data_dir(mode: str, size: str) -> Path:
