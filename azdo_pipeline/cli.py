@@ -22,6 +22,7 @@ def _sync_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="configuration file (default: $AZDO_PIPELINE_CONFIG, "
                                                   "./azdo-pipeline.yaml)")
     p.add_argument("--data-dir", default=None, help="where the Parquet goes (default: the configuration's data_dir)")
+    p.add_argument("--verbose", action="store_true", help="print the run's log (with tracebacks of failures)")
 
 
 def run_sync(args: argparse.Namespace) -> int:
@@ -49,7 +50,7 @@ def run_sync(args: argparse.Namespace) -> int:
     for org in orgs:
         print(f"syncing '{org.name}' ({org.url}) into {store.data_dir} …", flush=True)
         run = run_full_sync(defs, org.name, config_path=cfg.source, data_dir=store.data_dir,
-                            tags={"azdo/run": "cli-sync"})
+                            tags={"azdo/run": "cli-sync"}, log_level="INFO" if args.verbose else "CRITICAL")
         if run.result.success:
             print_summary(store, org.name, run.seconds, run.result, requests_label="requests to Azure DevOps")
         else:
@@ -57,6 +58,8 @@ def run_sync(args: argparse.Namespace) -> int:
             print(f"azdo-pipeline sync: the run for '{org.name}' FAILED:", file=sys.stderr)
             for cause in failure_causes(run.result):
                 print(f"  {cause}", file=sys.stderr)
+            if not args.verbose:
+                print("  (--verbose prints the run's log, tracebacks included)", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -13,6 +13,7 @@ from .accessgraph.schemas import DERIVED_TABLES
 from .store import Store
 
 REQUESTS_KEY = "requests (whole sync)"  # the raw assets' materialization metadata
+NOTES_KEY = "notes (whole sync)"
 
 
 def print_summary(store: Store, org: str, seconds: float, result: dg.ExecuteInProcessResult, *,
@@ -31,6 +32,9 @@ def print_summary(store: Store, org: str, seconds: float, result: dg.ExecuteInPr
         path = store.latest_path(name, org)
         if path.exists():
             say(f"  {name:22s} {pq.ParquetFile(path).metadata.num_rows:9d} rows  {path}")
+    notes = _metadata(result, NOTES_KEY)
+    if isinstance(notes, str) and notes != "none":
+        say(f"\nnotes: {notes}")
     checks = result.get_asset_check_evaluations()
     failed = [c.check_name for c in checks if not c.passed]
     say(f"\nasset checks: {len(checks) - len(failed)}/{len(checks)} passed" +
@@ -40,8 +44,14 @@ def print_summary(store: Store, org: str, seconds: float, result: dg.ExecuteInPr
 
 
 def _requests_made(result: dg.ExecuteInProcessResult) -> int | str:
+    value = _metadata(result, REQUESTS_KEY)
+    return value if isinstance(value, int) else "unknown"
+
+
+def _metadata(result: dg.ExecuteInProcessResult, key: str) -> object:
+    """The first materialization's metadata value under `key` (the raw assets repeat whole-sync figures)."""
     for event in result.get_asset_materialization_events():
-        value = event.materialization.metadata.get(REQUESTS_KEY)
-        if value is not None and isinstance(value.value, int):
-            return value.value
-    return "unknown"
+        entry = event.materialization.metadata.get(key)
+        if entry is not None:
+            return entry.value
+    return None
