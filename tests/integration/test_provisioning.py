@@ -363,3 +363,22 @@ def test_concurrent_requests_on_one_client_record_only_their_own_calls(env: Env)
         assert out.status is Status.SUCCEEDED, out.message
         assert [c.method for c in out.api_calls] == ["HEAD", "PUT"]
         assert all(group in c.url and user.descriptor in c.url for c in out.api_calls)
+
+
+def test_unknown_project_or_team_fails_before_any_write(env: Env) -> None:
+    proj = _project(env)
+    before = env.counts()
+    outs = run(make_ctx(env),
+               {"id": "p1", "action": "create_account", "principal": "p1@contoso.com", "license": "basic",
+                "projects": [{"project": "No Such Project", "role": "reader"}]},
+               {"id": "p2", "action": "grant", "principal": "olivia@contoso.com", "target": f"{proj.name}\\No Team"})
+    assert outs[0].status is Status.FAILED and "No Such Project" in outs[0].message
+    assert outs[1].status is Status.FAILED and "unknown team" in outs[1].message
+    assert "Project\\Team" in outs[1].message
+    after = env.counts()
+    writes = {k: after[k] - before.get(k, 0) for k in after
+              if k.split(" ", 1)[0] in ("PUT", "DELETE") or ("userentitlements" in k and k.startswith("POST"))}
+    assert not any(writes.values()), writes
+    with env.world.lock:
+        assert not any("p1@contoso.com" in (u.principal_name.lower(), u.mail_address.lower())
+                       for u in env.org.users())
