@@ -234,7 +234,7 @@ def explain_aadsts(text: str, org: str | None = None) -> str | None:
     return f"AADSTS{m.group(1)}: " + AADSTS_HELP[m.group(1)].format(org=org or "<organization>")
 
 
-def _check_result(result: Any, what: str, org: str | None = None) -> dict:
+def _check_result(result: Any, what: str, org: str | None = None) -> dict[str, Any]:
     if not isinstance(result, dict) or "access_token" not in result:
         err = result.get("error", "") if isinstance(result, dict) else ""
         desc = result.get("error_description", "") if isinstance(result, dict) else ""
@@ -326,7 +326,7 @@ class OAuthCredential:
             self._apps[public] = self._factory(self.settings, cache=self.cache_file.cache, public=public)
         return self._apps[public]
 
-    def _silent(self, force_refresh: bool) -> dict:
+    def _silent(self, force_refresh: bool) -> dict[str, Any]:
         # Logged in with a secret (auth code) -> confidential app; device code -> public app.
         kinds = [False, True] if self.settings.client_secret is not None else [True]
         last: Any = None
@@ -399,7 +399,7 @@ class GraphAppCredential:
 
     __str__ = __repr__
 
-    def _acquire(self) -> dict:
+    def _acquire(self) -> dict[str, Any]:
         if self._app is None:
             self._app = self._factory(self.settings, cache=None, public=False)
         result = self._app.acquire_token_for_client(scopes=[f"{self.settings.graph_host.rstrip('/')}/.default"])

@@ -37,7 +37,7 @@ def unreachable_host_message(org: OrgConfig, source: str, exc: AzureDevOpsError)
             "organization's `proxy`), and that `ca_bundle` holds the CA of a TLS-inspecting proxy.")
 
 
-class AzdoPipeline(dg.ConfigurableResource):
+class AzdoPipeline(dg.ConfigurableResource):  # type: ignore[type-arg]  # dagster: Self-typed generic
     """Organizations, credentials and where the Parquet goes.
 
     `config_path`: the YAML configuration (docs/configuration.md). Unset: `$AZDO_PIPELINE_CONFIG`,

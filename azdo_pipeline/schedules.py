@@ -20,5 +20,5 @@ def per_org_requests(context: dg.ScheduleEvaluationContext, mode: str) -> list[d
 @dg.schedule(job=full_sync_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
              default_status=dg.DefaultScheduleStatus.STOPPED,
              description="Daily full sync of every configured organization, one run per organization.")
-def daily_full_sync(context: dg.ScheduleEvaluationContext):
+def daily_full_sync(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest] | dg.SkipReason:
     return per_org_requests(context, "full")

@@ -189,4 +189,5 @@ AUDIT_LOG = table_schema(
 
 
 def key_columns(schema: pa.Schema) -> list[str]:
-    return (schema.metadata or {}).get(b"key", b"").decode().split(",")
+    key: bytes = (schema.metadata or {}).get(b"key", b"")
+    return key.decode().split(",")

@@ -20,7 +20,7 @@ from .resources import AzdoPipeline
 
 @dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Adds a partition for every configured organization and removes those no longer configured.")
-def register_organizations(context: dg.SensorEvaluationContext, azdo: AzdoPipeline):
+def register_organizations(context: dg.SensorEvaluationContext, azdo: AzdoPipeline) -> dg.SensorResult | dg.SkipReason:
     wanted = {o.name for o in azdo.config().organizations}
     known = set(context.instance.get_dynamic_partitions(ORG_PARTITIONS_NAME))
     add, remove = sorted(wanted - known), sorted(known - wanted)
@@ -55,7 +55,7 @@ def _batch_tags(batch: Batch) -> dict[str, str]:
            description="Takes new request files from the provisioning inbox into the ledger (malformed ones go "
                        "to rejected/ with their reason), batches them and launches provisioning_job per batch; "
                        "re-launches the unfinished requests of a run that died.")
-def provisioning_inbox(context: dg.SensorEvaluationContext, azdo: AzdoPipeline):
+def provisioning_inbox(context: dg.SensorEvaluationContext, azdo: AzdoPipeline) -> dg.SensorResult:
     cfg = azdo.config()
     settings = provisioning_settings(cfg, data_dir=azdo.data_dir)
     inbox = Inbox(settings.inbox_dir).ensure()
@@ -96,7 +96,7 @@ def provisioning_inbox(context: dg.SensorEvaluationContext, azdo: AzdoPipeline):
                       request_job=access_graph_job, default_status=dg.DefaultSensorStatus.RUNNING,
                       description="After a provisioning run re-read the memberships it changed, rebuilds that "
                                   "organization's access graph from the new snapshot.")
-def access_graph_after_provisioning(context: dg.RunStatusSensorContext):
+def access_graph_after_provisioning(context: dg.RunStatusSensorContext) -> dg.RunRequest | dg.SkipReason:
     org = context.dagster_run.tags.get("dagster/partition")
     if not org:
         return dg.SkipReason("the provisioning run has no organization partition")
@@ -111,7 +111,8 @@ def access_graph_after_provisioning(context: dg.RunStatusSensorContext):
            description="Launches a re-check run (provisioning_job without a batch) for organizations with pending "
                        "Entra changes, every provisioning.recheck_interval_seconds: each becomes confirmed when "
                        "Azure DevOps shows it, or unconfirmed after provisioning.confirm_wait_minutes.")
-def provisioning_pending_check(context: dg.SensorEvaluationContext, azdo: AzdoPipeline):
+def provisioning_pending_check(context: dg.SensorEvaluationContext,
+                               azdo: AzdoPipeline) -> dg.SensorResult | dg.SkipReason:
     cfg = azdo.config()
     settings = provisioning_settings(cfg, data_dir=azdo.data_dir)
     inbox = Inbox(settings.inbox_dir)

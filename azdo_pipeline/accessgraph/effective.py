@@ -53,9 +53,9 @@ class EffectiveRows:
 
     @staticmethod
     def concat(parts: list[EffectiveRows]) -> EffectiveRows:
-        return EffectiveRows(*(np.concatenate([getattr(p, f) for p in parts]).astype(I32)
-                               for f in ("ent", "principal", "depth", "source")),
-                             Paths.concat([p.paths for p in parts]))
+        ent, principal, depth, source = (np.concatenate([getattr(p, f) for p in parts]).astype(I32)
+                                         for f in ("ent", "principal", "depth", "source"))
+        return EffectiveRows(ent, principal, depth, source, Paths.concat([p.paths for p in parts]))
 
     def via(self, entra: np.ndarray) -> np.ndarray:
         """0 direct, 1 through Azure DevOps groups only, 2 through at least one Entra group."""

@@ -7,9 +7,10 @@ dictionary is `nodes` (or `resources.resource_id`, …) and whose indices are th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,6 +22,9 @@ from . import model
 from .arrays import Lookup, codes
 from .arrays import to_np as _np
 from .closure import I32, GroupClosure, group_closure, sorted_unique
+
+if TYPE_CHECKING:
+    from .entitlements import Catalogue
 
 
 def normalize_raw(raw: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
@@ -174,15 +178,17 @@ class GraphIndex:
         resource_project (per resources row)."""
         cache = self.__dict__.setdefault("_lookups", {})
         if name not in cache:
-            source = {"entitlement_id": lambda: self.catalogue.table["entitlement_id"],
-                      "resource_id": lambda: self.resources["resource_id"],
-                      "resource_name": lambda: self.resources["display_name"],
-                      "resource_project": lambda: self.resources["project_id"]}[name]
+            sources: dict[str, Callable[[], Any]] = {
+                "entitlement_id": lambda: self.catalogue.table["entitlement_id"],
+                "resource_id": lambda: self.resources["resource_id"],
+                "resource_name": lambda: self.resources["display_name"],
+                "resource_project": lambda: self.resources["project_id"]}
+            source = sources[name]
             cache[name] = Lookup(source())
         return cache[name]
 
     @cached_property
-    def catalogue(self):  # -> entitlements.Catalogue (import cycle otherwise)
+    def catalogue(self) -> Catalogue:  # imported inside: entitlements imports this module
         from .entitlements import build_catalogue
 
         return build_catalogue(self)

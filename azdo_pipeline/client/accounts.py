@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .discovery import AREA_IDS, global_area_url
 from .errors import NotFoundError
 from .scopes import PROFILE_READ
@@ -28,14 +30,14 @@ class AccountsService:
             self.base = found
         return self.base
 
-    async def my_profile(self) -> dict:
+    async def my_profile(self) -> dict[str, Any]:
         base = await self._base()
         reply = await self._r.request("GET", f"{base}/_apis/profile/profiles/me",
                                       endpoint="GET profile/profiles/me", scope=PROFILE_READ,
                                       params={"api-version": PROFILE_VERSION}, shape=PROFILE)
         return dict(reply.data)
 
-    async def list_organizations(self, member_id: str | None = None) -> list[dict]:
+    async def list_organizations(self, member_id: str | None = None) -> list[dict[str, Any]]:
         """[{accountId, accountName, accountUri, …}] for `member_id` (default: the caller's profile id)."""
         if member_id is None:
             member_id = str((await self.my_profile()).get("id") or "")

@@ -27,7 +27,7 @@ class AuditService:
         self.base = base
 
     async def iter_entries(self, start_time: datetime | str, end_time: datetime | str | None = None,
-                           batch_size: int = 200, skip_aggregation: bool = True) -> AsyncIterator[list[dict]]:
+                           batch_size: int = 200, skip_aggregation: bool = True) -> AsyncIterator[list[dict[str, Any]]]:
         """Decorated audit entries between start_time and end_time, page by page (newest first)."""
         token: str | None = None
         seen: set[str] = set()

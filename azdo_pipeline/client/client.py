@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -141,7 +141,7 @@ class AzureDevOpsClient:
                     done.discard(probe)
                 for t in done:
                     tasks.discard(t)
-                    for item in t.result():
+                    for item in cast(list[tuple[str, list[str]]], t.result()):  # the probe was set aside
                         yield item
         finally:
             for t in tasks:
@@ -207,7 +207,7 @@ class AzureDevOpsClient:
             raise
         # No await from here to resolve(): this chunk's keys join the queue before it is flushed.
         resolver.reading -= 1
-        by_descriptor: dict[str, dict] = {}
+        by_descriptor: dict[str, dict[str, Any]] = {}
         for ident in identities:
             if isinstance(ident, dict) and ident.get("subjectDescriptor"):
                 by_descriptor[ident["subjectDescriptor"]] = ident

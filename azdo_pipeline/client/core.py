@@ -23,7 +23,7 @@ class CoreService:
         self._r = requester
         self.base = base
 
-    async def iter_projects(self, state_filter: str | None = None) -> AsyncIterator[list[dict]]:
+    async def iter_projects(self, state_filter: str | None = None) -> AsyncIterator[list[dict[str, Any]]]:
         """Projects, paged by the integer X-MS-ContinuationToken header (server default: wellFormed)."""
         token: str | None = None
         seen: set[str] = set()
@@ -45,7 +45,7 @@ class CoreService:
             seen.add(token)
 
     async def _skip_pages(self, url: str, endpoint: str, version: str, shape: Shape,
-                          extra: dict[str, Any] | None = None) -> AsyncIterator[list[dict]]:
+                          extra: dict[str, Any] | None = None) -> AsyncIterator[list[dict[str, Any]]]:
         """$top/$skip paging until a short page (no token exists; never stop at 100 items)."""
         skip = 0
         while True:
@@ -60,16 +60,16 @@ class CoreService:
                 return
             skip += len(page)
 
-    def iter_teams(self) -> AsyncIterator[list[dict]]:
+    def iter_teams(self) -> AsyncIterator[list[dict[str, Any]]]:
         """Every team of the organization (all projects)."""
         return self._skip_pages(f"{self.base}/_apis/teams", "GET teams", ALL_TEAMS_VERSION, TEAMS)
 
-    def iter_project_teams(self, project_id: str) -> AsyncIterator[list[dict]]:
+    def iter_project_teams(self, project_id: str) -> AsyncIterator[list[dict[str, Any]]]:
         return self._skip_pages(f"{self.base}/_apis/projects/{quote(project_id, safe='')}/teams",
                                 "GET projects/{p}/teams", CORE_VERSION,
                                 PROJECT_TEAMS)
 
-    def iter_team_members(self, project_id: str, team_id: str) -> AsyncIterator[list[dict]]:
+    def iter_team_members(self, project_id: str, team_id: str) -> AsyncIterator[list[dict[str, Any]]]:
         """Direct members of a team: [{isTeamAdmin, identity{id, descriptor, …}}]."""
         url = (f"{self.base}/_apis/projects/{quote(project_id, safe='')}/teams/"
                f"{quote(team_id, safe='')}/members")

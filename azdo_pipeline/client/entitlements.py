@@ -46,7 +46,7 @@ def license_fields(license: str) -> tuple[str, str, str]:
     return LICENSES[key]
 
 
-def _ops_errors(body: dict) -> list[dict[str, Any]]:
+def _ops_errors(body: dict[str, Any]) -> list[dict[str, Any]]:
     op = body.get("operationResult") or {}
     out = []
     for e in (op.get("errors") or []) + (body.get("errors") or []):
@@ -93,7 +93,7 @@ class EntitlementsService:
         # The last full read's `totalCount` (None: not given): the sync reconciles what it read with it.
         self.total_count: int | None = None
 
-    async def iter_user_entitlements(self, filter: str | None = None) -> AsyncIterator[list[dict]]:
+    async def iter_user_entitlements(self, filter: str | None = None) -> AsyncIterator[list[dict[str, Any]]]:
         """Pages of user entitlements (the `members` list); the token is in the body.
 
         The token (e.g. `+RID:~…==#RT:1#TRC:100#…`) goes back URL-encoded (httpx encodes query
@@ -109,7 +109,7 @@ class EntitlementsService:
                                          endpoint="GET userentitlements", scope=ENTITLEMENTS_READ, params=params,
                                          shape=USER_ENTITLEMENTS)
 
-        def split(reply: Any) -> tuple[list[dict], str | None]:
+        def split(reply: Any) -> tuple[list[dict[str, Any]], str | None]:
             data = reply.data
             members = data.get("members")
             if members is None:  # the spec's shape only has `items`
@@ -235,9 +235,10 @@ class EntitlementsService:
         reply = await self._r.request("GET", f"{self.base}/_apis/userentitlements", endpoint="GET userentitlements",
                                       scope=ENTITLEMENTS_READ, params=params, decoder=ENTITLEMENTS_PAGE,
                                       shape=USER_ENTITLEMENTS)
-        return reply.data
+        page: DecodedPage = reply.data
+        return page
 
-    async def find_user_entitlement(self, principal_name: str) -> dict | None:
+    async def find_user_entitlement(self, principal_name: str) -> dict[str, Any] | None:
         """The entitlement whose user has this principal name (or mail address), else None."""
         want = principal_name.strip().lower()
         quoted = principal_name.replace("'", "''")
@@ -250,7 +251,7 @@ class EntitlementsService:
         return None
 
     async def add_user_entitlement(self, principal_name: str, license: str, *,
-                                   project_entitlements: list[dict] | None = None,
+                                   project_entitlements: list[dict[str, Any]] | None = None,
                                    check_existing: bool = True, attempts: int = 3) -> dict[str, Any]:
         """Create an account (user entitlement). Returns an outcome dict, never raises for a refusal.
 
@@ -301,7 +302,7 @@ class EntitlementsService:
         raise last
 
     @staticmethod
-    def _outcome(outcome: str, ent: dict, errors: list[dict], message: str) -> dict[str, Any]:
+    def _outcome(outcome: str, ent: dict[str, Any], errors: list[dict[str, Any]], message: str) -> dict[str, Any]:
         user = ent.get("user") or {}
         level = ent.get("accessLevel") or {}
         return {"outcome": outcome, "user_id": ent.get("id"), "descriptor": user.get("descriptor"),

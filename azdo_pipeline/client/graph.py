@@ -37,7 +37,7 @@ class GraphService:
         self.base = base
 
     async def _list(self, path: str, endpoint: str, params: dict[str, Any],
-                    shape: Shape) -> AsyncIterator[list[dict]]:
+                    shape: Shape) -> AsyncIterator[list[dict[str, Any]]]:
         """Graph lists: stop only when X-MS-ContinuationToken is gone (short/empty pages are normal)."""
         async def fetch(token: str | None) -> Any:
             q = {**params, "api-version": GRAPH_VERSION}
@@ -46,13 +46,13 @@ class GraphService:
             return await self._r.request("GET", f"{self.base}/_apis/graph/{path}", endpoint=endpoint,
                                          scope=GRAPH_READ, params=q, shape=shape)
 
-        def split(reply: Any) -> tuple[list[dict], str | None]:
+        def split(reply: Any) -> tuple[list[dict[str, Any]], str | None]:
             return list(reply.data["value"]), reply.headers.get("x-ms-continuationtoken") or None
 
         async for page in token_pages(fetch, split, endpoint):
             yield page
 
-    def iter_users(self, subject_types: list[str] | None = None) -> AsyncIterator[list[dict]]:
+    def iter_users(self, subject_types: list[str] | None = None) -> AsyncIterator[list[dict[str, Any]]]:
         params = {"subjectTypes": ",".join(subject_types)} if subject_types else {}
         return self._list("users", "GET graph/users", params, GRAPH_USERS)
 
@@ -73,7 +73,7 @@ class GraphService:
             yield table
 
     def iter_groups(self, scope_descriptor: str | None = None,
-                    subject_types: list[str] | None = None) -> AsyncIterator[list[dict]]:
+                    subject_types: list[str] | None = None) -> AsyncIterator[list[dict[str, Any]]]:
         params: dict[str, Any] = {}
         if scope_descriptor:
             params["scopeDescriptor"] = scope_descriptor
@@ -81,24 +81,24 @@ class GraphService:
             params["subjectTypes"] = ",".join(subject_types)
         return self._list("groups", "GET graph/groups", params, GRAPH_GROUPS)
 
-    def iter_service_principals(self) -> AsyncIterator[list[dict]]:
+    def iter_service_principals(self) -> AsyncIterator[list[dict[str, Any]]]:
         return self._list("serviceprincipals", "GET graph/serviceprincipals", {}, GRAPH_SERVICE_PRINCIPALS)
 
-    async def get_group(self, descriptor: str) -> dict:
+    async def get_group(self, descriptor: str) -> dict[str, Any]:
         reply = await self._r.request("GET", f"{self.base}/_apis/graph/groups/{_seg(descriptor)}",
                                       endpoint="GET graph/groups/{d}", scope=GRAPH_READ,
                                       params={"api-version": GRAPH_VERSION}, shape=GRAPH_SUBJECT)
         return dict(reply.data)
 
-    async def get_user(self, descriptor: str) -> dict:
+    async def get_user(self, descriptor: str) -> dict[str, Any]:
         reply = await self._r.request("GET", f"{self.base}/_apis/graph/users/{_seg(descriptor)}",
                                       endpoint="GET graph/users/{d}", scope=GRAPH_READ,
                                       params={"api-version": GRAPH_VERSION}, shape=GRAPH_SUBJECT)
         return dict(reply.data)
 
-    async def lookup_subjects(self, descriptors: list[str]) -> dict[str, dict | None]:
+    async def lookup_subjects(self, descriptors: list[str]) -> dict[str, dict[str, Any] | None]:
         """Resolve descriptors in batches of 500 (the server limit); unknown ones map to None."""
-        out: dict[str, dict | None] = {}
+        out: dict[str, dict[str, Any] | None] = {}
         for i in range(0, len(descriptors), 500):
             chunk = descriptors[i:i + 500]
             reply = await self._r.request(
@@ -110,7 +110,7 @@ class GraphService:
                 out[d] = value.get(d)
         return out
 
-    async def list_memberships(self, descriptor: str, direction: str = "down") -> list[dict]:
+    async def list_memberships(self, descriptor: str, direction: str = "down") -> list[dict[str, Any]]:
         """Direct memberships of `descriptor` (not paged; depth 1 is the only supported depth)."""
         if direction not in ("up", "down"):
             raise ValueError("direction must be 'up' or 'down'")

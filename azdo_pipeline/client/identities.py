@@ -35,7 +35,7 @@ class IdentitiesService:
     async def read(self, *, identity_ids: list[str] | None = None,
                    subject_descriptors: list[str] | None = None,
                    descriptors: list[str] | None = None,
-                   query_membership: str = "None", decoder: PageDecoder | None = None) -> list[dict | None]:
+                   query_membership: str = "None", decoder: PageDecoder | None = None) -> list[dict[str, Any] | None]:
         """One GET identities call for the given keys (exactly one kind); unknown keys give None.
 
         With `decoder` (e.g. arrow_pages.IDENTITY_MEMBERS_PAGE) each identity is a dict of only
@@ -57,7 +57,8 @@ class IdentitiesService:
 
     async def read_batch(self, *, identity_ids: list[str] | None = None,
                          subject_descriptors: list[str] | None = None, descriptors: list[str] | None = None,
-                         query_membership: str = "None", decoder: PageDecoder | None = None) -> list[dict | None]:
+                         query_membership: str = "None",
+                         decoder: PageDecoder | None = None) -> list[dict[str, Any] | None]:
         """POST identitybatch (IdentityBatchInfo body; a read, so safe to retry); `decoder` as in read().
 
         `descriptors` are legacy identity descriptors ("Type;Identifier"), sent as IdentityDescriptor
@@ -81,11 +82,11 @@ class IdentitiesService:
 
     async def read_many(self, *, identity_ids: list[str] | None = None,
                         subject_descriptors: list[str] | None = None, descriptors: list[str] | None = None,
-                        query_membership: str = "None", decoder: PageDecoder | None = None) -> list[dict]:
+                        query_membership: str = "None", decoder: PageDecoder | None = None) -> list[dict[str, Any]]:
         """Identities for any number of keys in as few requests as the service allows (nulls dropped)."""
         keys = list(identity_ids or subject_descriptors or descriptors or [])
         kind = "identity_ids" if identity_ids else "subject_descriptors" if subject_descriptors else "descriptors"
-        out: list[dict] = []
+        out: list[dict[str, Any]] = []
         i = 0
         while i < len(keys):
             if self.batch_available is not False:
@@ -130,7 +131,7 @@ def _one_per_key(n: int) -> Callable[[Any], None]:
     return check
 
 
-def _values(data: Any) -> list[dict | None]:
+def _values(data: Any) -> list[dict[str, Any] | None]:
     if isinstance(data, DecodedPage):  # only the decoder's fields; a null identity has all of them null
         return [row if any(v is not None for v in row.values()) else None for row in data.table.to_pylist()]
     return list(data["value"])  # checked against shapes.IDENTITIES

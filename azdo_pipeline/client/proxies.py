@@ -123,6 +123,8 @@ class ProxyRules:
     def resolve(cls, proxy: str | None = None, environ: Mapping[str, str] | None = None) -> ProxyRules:
         """The rules for one organization: its `proxy` setting (None: the environment) and NO_PROXY."""
         env = os.environ if environ is None else environ
+        https: str | None
+        http: str | None
         if proxy:
             https = http = check_proxy_url(proxy, "proxy", allow_credentials=False)
         else:

@@ -65,5 +65,5 @@ class Secret:
     def __bool__(self) -> bool:
         return bool(self._value)
 
-    def __reduce__(self) -> tuple:  # never pickle a secret into run storage
+    def __reduce__(self) -> tuple[object, ...]:  # never pickle a secret into run storage
         raise TypeError("Secret values cannot be pickled")

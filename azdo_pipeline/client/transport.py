@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
@@ -377,7 +377,8 @@ class Requester:
             else:
                 self.stats.bytes += len(resp.content)
                 retry_after = self._observe_rate_headers(resp, endpoint)
-                reply, err = self._classify(resp, method, endpoint, scope, allow, decoder is None)
+                reply, classified = self._classify(resp, method, endpoint, scope, allow, decoder is None)
+                err = cast(AzureDevOpsError, classified)  # None only with a reply, returned below (asserted)
                 problem = None
                 if reply is not None and 200 <= resp.status_code < 300 and method.upper() != "HEAD" \
                         and (shape is not None or decoder is not None):
