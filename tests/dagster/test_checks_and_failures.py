@@ -130,4 +130,38 @@ def test_a_good_sync_reports_every_rule_and_builds_the_graph(
     mats = {m.asset_key.to_user_string(): m.materialization.metadata for m in result.get_asset_materialization_events()}
     raw_snapshot = mats["users"]["snapshot"].value
     assert mats["effective_grants"]["raw snapshot"].value == raw_snapshot
-    assert isinstance(mats["users"]["preview"].value, str) and pa  # preview rendered from the snapshot
+    assert isinstance(mats["users"]["preview"].value, str)  # preview rendered from the snapshot
+
+
+def test_a_graph_that_fails_its_checks_is_kept_aside_and_not_published(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from azdo_pipeline.store import Store
+    from tests.unit import test_accessgraph_data as d
+
+    monkeypatch.setenv("AZDO_PAT_CHECKS", "unused-no-request-is-made")
+    cfg = tmp_path / "azdo-pipeline.yaml"
+    cfg.write_text(yaml.safe_dump({"data_dir": str(tmp_path / "data"), "organizations": [
+        {"name": ORG, "simulated": True, "auth": {"method": "pat", "pat_env": "AZDO_PAT_CHECKS"}}]}))
+    store = Store(tmp_path / "data")
+    raw = d.raw()
+    raw["users"] = pa.concat_tables([raw["users"], raw["users"].slice(0, 1)])  # a user listed twice
+    with store.begin(ORG, "20260101T000000Z-raw") as draft:
+        for name, table in raw.items():  # the hand-built rows, types inferred (some declared non-null hold nulls)
+            draft.write_table(name, pa.Table.from_pylist(table.to_pylist()) if table.num_rows else table)
+        draft.commit()
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(ORG_PARTITIONS_NAME, [ORG])
+        result = dg.materialize([access_graph_build], partition_key=ORG, instance=instance, raise_on_error=False,
+                                resources={"azdo": AzdoPipeline(config_path=str(cfg))})
+    assert not result.success
+    _step, description, meta = _failure(result)
+    assert "failed the checks keys_unique, counts_reconcile" in description and "What to do: " in description
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["keys_unique"] is False and checks["grant_references"] is True
+    assert result.get_asset_materialization_events() == []
+    # not published: latest holds the raw tables only; the graph is kept for inspection
+    assert not (tmp_path / "data" / "latest" / "effective_grants").exists()
+    kept = Path(meta["kept at"])
+    assert kept.parent == tmp_path / "data" / "_rejected" / f"org={ORG}"
+    assert (kept / "effective_grants.parquet").exists()
+    assert "keys_unique" in json.loads((kept / "REJECTED.json").read_text())["problems"][0]
