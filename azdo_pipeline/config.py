@@ -224,7 +224,7 @@ class ProvisioningSettings(_Settings):
     """`provisioning:` — the inbox and how its requests are carried out (docs/operations.md)."""
 
     inbox_dir: Path | None = None  # None: {data_dir}/inbox
-    max_batch: Annotated[int, Field(strict=True, ge=1, le=10_000)] = 250
+    max_batch: Annotated[int, Field(strict=True, ge=1, le=10_000)] = 1000
     dry_run: StrictBool = False  # every request reports the calls it would make, makes none
     confirm_wait_minutes: Annotated[float, Field(strict=True, gt=0, le=7 * 24 * 60)] = 90.0
     recheck_interval_seconds: Annotated[int, Field(strict=True, ge=10, le=86_400)] = 300

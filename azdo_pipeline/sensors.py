@@ -62,7 +62,7 @@ def provisioning_inbox(context: dg.SensorEvaluationContext, azdo: AzdoPipeline) 
     cursor = json.loads(context.cursor) if context.cursor else {}
     with Ledger(inbox.ledger_path) as ledger:
         intake = ingest(inbox, ledger, parse_request, known_orgs=cfg.org_names)
-        ledger.form_batches(settings.max_batch)
+        ledger.form_batches(settings.max_batch, skip_orgs={b.org for b in ledger.open_batches()})
         plan = dispatch(ledger, lambda b: _run_view(context.instance, b))
         pending = ledger.counts()
     for run_id in plan.dead_runs:

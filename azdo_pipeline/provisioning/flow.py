@@ -33,7 +33,7 @@ from .runner import run_batch
 log = logging.getLogger(__name__)
 
 OUTCOMES_TABLE = "provisioning_outcomes"
-DEFAULT_MAX_BATCH = 250
+DEFAULT_MAX_BATCH = 1000
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -174,18 +174,21 @@ class Ledger:
             row = db.execute(f"SELECT {_ENTRY_COLS} FROM requests WHERE request_id = ?", (request_id,)).fetchone()
             return Received("new", _entry(row))
 
-    def form_batches(self, max_batch: int) -> list[Batch]:
+    def form_batches(self, max_batch: int, *, skip_orgs: Collection[str] = ()) -> list[Batch]:
         """Give waiting requests to new batches (per organization, arrival order, at most
         `max_batch` each), holding back any whose membership has an earlier unfinished request
-        in another batch."""
+        in another batch. Organizations in `skip_orgs` keep theirs waiting (the sensor skips those
+        whose batch is still running: their runs go one at a time, so the next batch gathers all
+        that arrived meanwhile into one run)."""
         with self._tx() as db:
             blocked = {r[0] for r in db.execute(
                 "SELECT DISTINCT order_key FROM requests WHERE batch_id IS NOT NULL AND state != ?", (DONE,))}
             waiting = db.execute("SELECT seq, request_id, org, order_key FROM requests WHERE state = ? "
                                  "ORDER BY seq", (RECEIVED,)).fetchall()
             per_org: dict[str, list[tuple[int, str]]] = {}
+            skip = {o.lower() for o in skip_orgs}
             for seq, rid, org, key in waiting:
-                if key in blocked:
+                if key in blocked or org.lower() in skip:
                     continue
                 per_org.setdefault(org, []).append((seq, rid))
             batches = []

@@ -153,3 +153,19 @@ def test_inbox_moves_and_reasons(tmp_path: Path) -> None:
     [f] = inbox.scan()
     dest2 = inbox.move_rejected(f, "again")
     assert dest2 != dest and (dest2.parent / (dest2.name + ".reason.txt")).exists()
+
+
+def test_an_org_with_a_running_batch_gathers_its_new_requests_for_the_next(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "l.db") as ledger:
+        _receive(ledger, "a1", "k1")
+        [first] = ledger.form_batches(10)
+        _receive(ledger, "a2", "k2")
+        _receive(ledger, "a3", "k3")
+        _receive(ledger, "b1", "other|k1", org="other")
+        busy = {b.org for b in ledger.open_batches()}
+        assert [(b.org, b.request_ids) for b in ledger.form_batches(10, skip_orgs=busy)] == [("other", ("b1",))]
+        ledger.claim(first.batch_id, "run1", os.getpid(), "h")
+        ledger.mark_started("a1", "run1")
+        ledger.record_outcome("a1", "succeeded", {})
+        busy = {b.org for b in ledger.open_batches()}
+        assert [b.request_ids for b in ledger.form_batches(10, skip_orgs=busy)] == [("a2", "a3")]
