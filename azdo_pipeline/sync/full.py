@@ -119,8 +119,7 @@ async def full_sync(client: SyncClient, store: Store, org: str, snapshot: str,
 
 def _reconcile(draft: SnapshotDraft, facts: reconcile.Facts) -> list[RuleResult]:
     tables: dict[str, pa.Table] = {
-        name: pq.read_table(draft.table_path(name), columns=reconcile.columns_needed(name), use_threads=False,
-                            read_dictionary=reconcile.DICTIONARY_COLUMNS.get(name))
+        name: pq.read_table(draft.table_path(name), columns=reconcile.columns_needed(name))
         for name in schemas.RAW_TABLES}
     return reconcile.reconcile(tables, facts)
 

@@ -42,12 +42,6 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "organizations": ("id", "name"),
 }
 SUBJECT_TABLES = ("users", "service_accounts", "service_principals", "groups")
-# Columns whose values repeat a lot, read back dictionary-encoded: at large (149k edges) a third of
-# the memory and a tenth of the time (each distinct descriptor is hashed once).
-DICTIONARY_COLUMNS: dict[str, list[str]] = {
-    "memberships": ["container_descriptor", "member_descriptor", "member_kind"],
-    "team_members": ["team_id"],
-}
 
 
 @dataclass(frozen=True)

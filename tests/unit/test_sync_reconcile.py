@@ -142,20 +142,3 @@ def test_a_graph_subject_listed_again_is_kept_once_and_counted() -> None:
     # rows without a descriptor stay: split_graph_users drops them and the sync counts them
     assert first_sight(page2, seen).column("descriptor").to_pylist() == ["aad.c", None]
     assert seen == {"aad.a", "aad.b", "aad.c"}
-
-
-def test_rules_hold_on_columns_read_back_dictionary_encoded(tmp_path) -> None:
-    """The sync reads repeated descriptors back dictionary-encoded (reconcile.DICTIONARY_COLUMNS)."""
-    import pyarrow.parquet as pq
-
-    edges = [{"container_descriptor": "vssgp.g1", "member_descriptor": "aad.u1", "member_kind": "user"},
-             {"container_descriptor": "vssgp.g1", "member_descriptor": "aad.u1", "member_kind": "user"},
-             {"container_descriptor": "vssgp.g1", "member_descriptor": "aad.gone", "member_kind": "user"}]
-    tables = _snapshot(memberships=edges)
-    pq.write_table(tables["memberships"], tmp_path / "m.parquet")
-    tables["memberships"] = pq.read_table(tmp_path / "m.parquet", columns=reconcile.columns_needed("memberships"),
-                                          read_dictionary=reconcile.DICTIONARY_COLUMNS["memberships"])
-    assert pa.types.is_dictionary(tables["memberships"].schema.field("member_descriptor").type)
-    bad = _failed(tables)
-    assert bad[("memberships", "unique_key")].examples == ("vssgp.g1 / aad.u1",)
-    assert bad[("memberships", "members_known")].examples == ("vssgp.g1 -> aad.gone",)
