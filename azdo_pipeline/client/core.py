@@ -44,6 +44,13 @@ class CoreService:
                                        endpoint="GET projects")
             seen.add(token)
 
+    async def get_project(self, project_id: str) -> dict | None:
+        """One project by id; None when it does not exist (deleted)."""
+        reply = await self._r.request("GET", f"{self.base}/_apis/projects/{quote(project_id, safe='')}",
+                                      endpoint="GET projects/{p}", scope=PROJECT_READ,
+                                      params={"api-version": CORE_VERSION}, allow={404})
+        return reply.data if reply.status != 404 and isinstance(reply.data, dict) else None
+
     async def _skip_pages(self, url: str, endpoint: str, version: str, shape: Shape,
                           extra: dict[str, Any] | None = None) -> AsyncIterator[list[dict[str, Any]]]:
         """$top/$skip paging until a short page (no token exists; never stop at 100 items)."""

@@ -93,8 +93,10 @@ class EntitlementsService:
         # The last full read's `totalCount` (None: not given): the sync reconciles what it read with it.
         self.total_count: int | None = None
 
-    async def iter_user_entitlements(self, filter: str | None = None) -> AsyncIterator[list[dict[str, Any]]]:
-        """Pages of user entitlements (the `members` list); the token is in the body.
+    async def iter_user_entitlements(self, filter: str | None = None,
+                                     order_by: str | None = None) -> AsyncIterator[list[dict[str, Any]]]:
+        """Pages of user entitlements (the `members` list); the token is in the body. `order_by`:
+        `$orderBy`, e.g. `lastAccessed desc` (name, dateCreated or lastAccessed, asc or desc).
 
         The token (e.g. `+RID:~…==#RT:1#TRC:100#…`) goes back URL-encoded (httpx encodes query
         params, so + # = survive); paging stops only when the body has no token.
@@ -103,6 +105,8 @@ class EntitlementsService:
             params: dict[str, Any] = {"api-version": ENTITLEMENTS_VERSION}
             if filter:
                 params["$filter"] = filter
+            if order_by:
+                params["$orderBy"] = order_by
             if token:
                 params["continuationToken"] = token
             return await self._r.request("GET", f"{self.base}/_apis/userentitlements",
@@ -237,6 +241,13 @@ class EntitlementsService:
                                       shape=USER_ENTITLEMENTS)
         page: DecodedPage = reply.data
         return page
+
+    async def get_user_entitlement(self, user_id: str) -> dict[str, Any] | None:
+        """One user's entitlement by identity id (storage key); None when the user is not in the organization."""
+        reply = await self._r.request("GET", f"{self.base}/_apis/userentitlements/{user_id}",
+                                      endpoint="GET userentitlements/{id}", scope=ENTITLEMENTS_READ,
+                                      params={"api-version": ENTITLEMENTS_VERSION}, allow={404})
+        return reply.data if reply.status != 404 and isinstance(reply.data, dict) else None
 
     async def find_user_entitlement(self, principal_name: str) -> dict[str, Any] | None:
         """The entitlement whose user has this principal name (or mail address), else None."""

@@ -110,6 +110,16 @@ class GraphService:
                 out[d] = value.get(d)
         return out
 
+    async def query_subjects(self, query: str, kinds: list[str], scope_descriptor: str | None = None) -> list[dict[str, Any]]:
+        """Subjects whose names start with `query` (POST graph/subjectquery; kinds: User, Group)."""
+        body: dict[str, Any] = {"query": query, "subjectKind": kinds}
+        if scope_descriptor:
+            body["scopeDescriptor"] = scope_descriptor
+        reply = await self._r.request("POST", f"{self.base}/_apis/graph/subjectquery",
+                                      endpoint="POST graph/subjectquery", scope=GRAPH_READ,
+                                      params={"api-version": GRAPH_VERSION}, idempotent=True, json_body=body)
+        return [s for s in (reply.data or {}).get("value") or [] if isinstance(s, dict)]
+
     async def list_memberships(self, descriptor: str, direction: str = "down") -> list[dict[str, Any]]:
         """Direct memberships of `descriptor` (not paged; depth 1 is the only supported depth)."""
         if direction not in ("up", "down"):

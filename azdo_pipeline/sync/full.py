@@ -74,6 +74,10 @@ class SyncReport:
     notes: list[str] = field(default_factory=list)  # what the sync could not do the best way, and the fix
     # Every reconciliation rule's outcome (passed, count, examples), for asset checks; all passed if published.
     reconciliation: list[RuleResult] = field(default_factory=list)
+    mode: str = "full"  # full | incremental (sync/incremental.py)
+    fallback_reason: str | None = None  # why an incremental run did a full sync instead
+    tables_linked: list[str] = field(default_factory=list)  # unchanged tables shared with the previous snapshot
+    admin_identities: list[dict[str, Any]] | None = None  # team administrators' identities (for incremental runs)
 
 
 def _enabled(table: str, options: SyncOptions) -> bool:
@@ -83,8 +87,10 @@ def _enabled(table: str, options: SyncOptions) -> bool:
 
 
 async def full_sync(client: SyncClient, store: Store, org: str, snapshot: str,
-                    options: SyncOptions = SyncOptions()) -> SyncReport:
-    """Pull every raw table of `org` into `snapshot` and publish it as the latest snapshot."""
+                    options: SyncOptions = SyncOptions(), *,
+                    manifest_extra: dict[str, Any] | None = None) -> SyncReport:
+    """Pull every raw table of `org` into `snapshot` and publish it as the latest snapshot.
+    `manifest_extra`: more keys for the snapshot's manifest (the incremental sync's cursor)."""
     started = time.monotonic()
     report = SyncReport(org=org, snapshot=snapshot)
     # Tables are written aside (a draft); `latest` switches to all of them in one step at commit.
@@ -113,7 +119,7 @@ async def full_sync(client: SyncClient, store: Store, org: str, snapshot: str,
         report.notes = list(stats.notes)
         report.duration_s = time.monotonic() - started
         draft.commit({n: {"enabled": t.enabled} for n, t in report.tables.items()},
-                     simulated=options.simulated, extra={"requests": report.requests})
+                     simulated=options.simulated, extra={"requests": report.requests, **(manifest_extra or {})})
     return report
 
 
@@ -158,12 +164,13 @@ async def _run_streams(client: SyncClient, w: dict[str, TableWriter], options: S
             users_written = start("users", streams.write_users(w["users"], users, ents))
             inputs = streams.TeamInputs(teams=teams, admins=admins, groups=groups, users=users,
                                         service_principals=sps, memberships=memberships)
-            start("team_members", streams.read_team_members(client, w["team_members"], inputs, fan_out=fan_out)
-                  if teams_on else _none())
+            team_members = start("team_members", streams.read_team_members(
+                client, w["team_members"], inputs, fan_out=fan_out) if teams_on else _none())
     except BaseExceptionGroup as group:
         error = _cause(group)
     else:
         report.skipped_subjects = users.result().skipped
+        report.admin_identities = team_members.result()
         return _facts(ents.result(), groups.result(), memberships.result(), users.result(), sps.result(),
                       entitlements_without_user=users_written.result())
     raise error

@@ -335,9 +335,11 @@ class TeamInputs:
     memberships: Awaitable[Memberships]
 
 
-async def read_team_members(client: SyncClient, out: TableWriter, inputs: TeamInputs, *, fan_out: int) -> None:
+async def read_team_members(client: SyncClient, out: TableWriter, inputs: TeamInputs, *,
+                            fan_out: int) -> list[Json] | None:
     """Team members with their administrators: from data the sync already holds (team groups'
-    direct members, one ACL read, administrators' identities) when it can, else one request per team."""
+    direct members, one ACL read, administrators' identities) when it can, else one request per team.
+    Returns the administrators' identities read (an incremental run reuses them), None when not read."""
     teams, acl = await inputs.teams, await inputs.admins
     if acl is not None:
         ids = [t for _p, t in teams.pairs]
@@ -352,10 +354,11 @@ async def read_team_members(client: SyncClient, out: TableWriter, inputs: TeamIn
             g, users, sps = await inputs.groups, await inputs.users, await inputs.service_principals
             names = {**g.names, **users.names, **sps.names}
             out.write_rows(_team_rows_from_acl(client, acl, ids, found.result(), g, memberships, names))
-            return
+            return found.result()
         note(client, "team members: read with one request per team because memberships were read per group "
                      "(no storage keys)")
     await _team_members_per_team(client, out, teams.pairs, fan_out)
+    return None
 
 
 async def _identities(client: SyncClient, legacy_descriptors: list[str]) -> list[Json]:

@@ -1,0 +1,196 @@
+"""When an incremental run cannot be proven equal to a full sync it does a full sync and says why; the
+cursor lives in the manifest of its snapshot, so a failed or killed run never advances it."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azdo_sim.faults import faults_of
+from azdo_sim.generator import generate
+from azdo_sim.mutations import apply_ops, random_ops
+from azdo_sim.state import World
+
+from azdo_pipeline import auditlog, schemas
+from azdo_pipeline.client.errors import AzureDevOpsError
+from azdo_pipeline.store import Store
+from azdo_pipeline.sync import incremental
+from azdo_pipeline.sync.full import SyncReport, full_sync
+from tests.unit.test_incremental_equivalence import (
+    OPTIONS,
+    ORG,
+    connect,
+    differences,
+    raw_tables,
+    reader,
+)
+
+READ_SCOPES = {"vso.graph", "vso.identity", "vso.project", "vso.memberentitlementmanagement", "vso.security_manage",
+               "vso.profile"}
+
+
+class Env:
+    def __init__(self, tmp: Path, seed: int = 3, scopes: set[str] | None = None) -> None:
+        self.world = World(seed=seed)
+        self.org = generate(self.world, ORG, size="tiny", seed=seed)
+        self.user = self.org.identities[reader(self.org)].storage_key
+        self.pat = self.world.issue_pat(None, self.user, scopes or {"app_token"}, lifetime=timedelta(days=400)).token
+        self.store = Store(tmp / "data")
+        self.tmp = tmp
+        faults_of(self.world)
+
+    def run(self, snapshot: str, *, incremental_mode: bool = True) -> SyncReport:
+        async def go() -> SyncReport:
+            async with await connect(self.world, self.pat) as c:
+                return await incremental.sync(c, self.store, ORG, snapshot, OPTIONS, incremental=incremental_mode)
+        return asyncio.run(go())
+
+    def full(self, store: Store, snapshot: str) -> None:
+        async def go() -> None:
+            async with await connect(self.world, self.pat) as c:
+                await full_sync(c, store, ORG, snapshot, OPTIONS)
+        asyncio.run(go())
+
+    def mutate(self, n: int = 10, seed: int = 1) -> None:
+        import random
+
+        with self.world.lock:
+            me = reader(self.org)
+            ops = [o for o in random_ops(self.org, random.Random(seed), n)
+                   if not (o["op"] == "remove_member" and o.get("member") == me)]
+            apply_ops(self.org, ops)
+
+    def manifest(self) -> dict[str, Any]:
+        m = self.store.latest_manifest(ORG)
+        assert m is not None
+        return m
+
+    def assert_equals_full(self, snapshot: str) -> None:
+        ref = Store(self.tmp / f"ref-{snapshot}")
+        self.full(ref, snapshot)
+        assert not differences(raw_tables(self.store, snapshot), raw_tables(ref, snapshot))
+
+
+def test_first_run_is_a_full_sync_that_keeps_a_cursor(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    report = env.run("s1")
+    assert (report.mode, report.fallback_reason) == ("full", "there is no previous snapshot")
+    state = env.manifest()["incremental"]
+    assert state["mode"] == "full" and state["fallback_reason"] == "there is no previous snapshot"
+    assert state["audit_cursor"] and state["events_read"] > 0
+    assert auditlog.read(env.store.data_dir, ORG).num_rows == state["audit_log_appended"] > 0
+    env.mutate()
+    report = env.run("s2")
+    assert report.mode == "incremental" and report.fallback_reason is None
+    assert env.manifest()["incremental"]["previous_snapshot"] == "s1"
+    env.assert_equals_full("s2")
+
+
+def test_a_snapshot_taken_with_incremental_sync_off_has_no_cursor(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.full(env.store, "s1")
+    report = env.run("s2")
+    assert report.mode == "full" and "no audit cursor" in str(report.fallback_reason)
+
+
+def test_cursor_older_than_the_retention(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.run("s1")
+    env.world.clock.advance(timedelta(days=91))
+    report = env.run("s2")
+    assert report.mode == "full" and "90-day retention" in str(report.fallback_reason)
+    assert "90-day retention" in env.manifest()["incremental"]["fallback_reason"]
+
+
+def test_auditing_disabled(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.run("s1")
+    env.org.auditing_enabled = False
+    report = env.run("s2")
+    assert report.mode == "full" and "Log Audit Events" in str(report.fallback_reason)
+    # The snapshot is right but has no cursor: the next run cannot be incremental either.
+    assert env.manifest()["incremental"]["audit_cursor"] is not None  # the old one is kept, never advanced
+    env.org.auditing_enabled = True
+
+
+def test_audit_scope_missing(tmp_path: Path) -> None:
+    env = Env(tmp_path, scopes=READ_SCOPES)
+    env.run("s1")
+    report = env.run("s2")
+    assert report.mode == "full" and "Audit Log (Read)" in str(report.fallback_reason)
+    assert "vso.auditlog" in str(report.fallback_reason)
+
+
+def test_an_audit_read_that_fails_midway_could_hide_events(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.run("s1")
+    env.mutate(20)
+    # The second page of the log keeps failing: what it held is unknown.
+    env.world.faults.configure({"rules": [{"path": "/_apis/audit/auditlog", "count": 1000, "status": 500}]})
+    cursor = env.manifest()["incremental"]["audit_cursor"]
+    report = env.run("s2")
+    env.world.faults.configure({})
+    assert report.mode == "full" and "reading the audit log failed" in str(report.fallback_reason)
+    assert env.manifest()["incremental"]["audit_cursor"] == cursor  # not advanced: nothing was read
+
+
+def test_a_failed_incremental_run_leaves_the_previous_snapshot_and_cursor(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.run("s1")
+    before = env.manifest()
+    env.mutate()
+    env.world.faults.configure({"rules": [{"path": "/_apis/identitybatch", "count": 1000, "status": 500}]})
+    with pytest.raises(AzureDevOpsError):
+        env.run("s2")
+    env.world.faults.configure({})
+    assert env.manifest() == before
+    report = env.run("s3")
+    assert report.mode == "incremental"
+    env.assert_equals_full("s3")
+
+
+def _killable_run(env: Env, snapshot: str) -> None:  # runs in a forked child
+    env.run(snapshot)
+    os._exit(0)
+
+
+def test_sigkill_during_an_incremental_run(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.run("s1")
+    before = env.manifest()
+    env.mutate(15)
+    # In the child the membership read hangs, after the audit log was read and appended.
+    env.world.faults.configure({"rules": [{"path": "/_apis/identitybatch", "count": 1000, "delay_ms": 600_000}]})
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_killable_run, args=(env, "s2"))
+    child.start()
+    env.world.faults.configure({})
+    appended = auditlog.org_dir(env.store.data_dir, ORG)
+    files_before = set(appended.rglob("*.parquet"))
+    try:
+        for _ in range(600):  # the child appends the new events, then blocks in the membership read
+            if set(appended.rglob("*.parquet")) - files_before:
+                break
+            child.join(0.1)
+            assert child.exitcode is None, "the child finished before it could be killed"
+        else:
+            pytest.fail("the child never reached the audit log append")
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    assert env.manifest() == before  # previous snapshot and cursor intact
+    for name in schemas.RAW_TABLES:
+        assert env.store.latest_path(name, ORG).samefile(env.store.snapshot_path(name, ORG, "s1"))
+    report = env.run("s3")
+    assert report.mode == "incremental"
+    env.assert_equals_full("s3")
+    ids = auditlog.read(env.store.data_dir, ORG).column("event_id").to_pylist()
+    assert len(ids) == len(set(ids))  # the killed run's append and the re-read did not duplicate
