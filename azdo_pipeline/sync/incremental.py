@@ -382,8 +382,8 @@ async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, sn
         new_team_json.extend(ts)
     for pid in gone_projects | set(w.project_teams):
         teams_tbl = _drop(teams_tbl, "project_id", [pid])
-    for t in new_team_json:
-        team_ids.add(str(t["id"]).lower())
+    for team in new_team_json:
+        team_ids.add(str(team["id"]).lower())
     if options.sync_teams:
         teams_tbl = _add(teams_tbl, [rows.team_row(t) for t in new_team_json], schemas.TEAMS)
     # Team ids of groups of re-listed or removed projects come from the new team lists only.
@@ -564,7 +564,9 @@ def _rows_of(table: pa.Table, descriptors: Iterable[str]) -> list[dict[str, Any]
     wanted = list(descriptors)
     if not wanted:
         return []
-    return table.filter(pc.is_in(table["descriptor"], value_set=pa.array(wanted, pa.string()))).to_pylist()
+    found: list[dict[str, Any]] = table.filter(pc.is_in(table["descriptor"],
+                                                        value_set=pa.array(wanted, pa.string()))).to_pylist()
+    return found
 
 
 async def _team_members(client: AzureDevOpsClient, store: Store, org: str, prev_snapshot: str, prev_tm: pa.Table,
