@@ -23,3 +23,12 @@ access_graph_job = dg.define_asset_job(
     description="Rebuilds the access graph of one organization from its latest raw snapshot (after provisioning "
                 "re-read the memberships it changed).",
 )
+
+incremental_sync_job = dg.define_asset_job(
+    "incremental_sync_job",
+    selection=dg.AssetSelection.groups("azdo_raw", "access_graph"),
+    description="Incremental sync of one organization from its audit log (a full sync when the organization's "
+                "incremental_sync setting is off, or when the incremental one cannot be proven equal), then the "
+                "access graph.",
+    tags={"azdo/sync_mode": "incremental"},
+)

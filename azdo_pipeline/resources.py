@@ -18,6 +18,7 @@ from .client import AzureDevOpsClient, AzureDevOpsError, ConfigurationError, Mic
 from .config import OrgConfig, PipelineConfig, load_config
 from .provisioning.flow import BatchResult, provision_org, provisioning_settings
 from .store import Retention, Store
+from .sync import incremental
 from .sync.full import SyncOptions, SyncReport, full_sync
 
 
@@ -122,6 +123,27 @@ class AzdoPipeline(dg.ConfigurableResource):  # type: ignore[type-arg]  # dagste
             org, self.store(cfg), provisioning_settings(cfg, data_dir=self.data_dir), connect=connect,
             connect_msgraph=connect_msgraph if org.entra_group_provisioning else None,
             batch_id=batch_id, run_id=run_id, dry_run=dry_run))
+
+    def sync(self, name: str, snapshot: str, mode: str = "full") -> SyncReport:
+        """One sync run. Organizations with `incremental_sync` on go through the incremental sync
+        (sync/incremental.py): mode "incremental" runs it (falling back to a full sync, saying why),
+        mode "full" runs a full sync that still keeps the audit log and its cursor. Organizations with
+        the setting off always get a plain full sync."""
+        if mode not in ("full", "incremental"):
+            raise dg.Failure(f"unknown sync mode {mode!r}: use 'full' or 'incremental' (run tag azdo/sync_mode)")
+        cfg = self.config()
+        org = self.org(name, cfg)
+        if not org.incremental_sync:
+            return self.full_sync(name, snapshot)
+        options = SyncOptions(sync_teams=org.sync_teams, sync_organizations=org.sync_organizations,
+                              simulated=org.simulated)
+
+        async def run() -> SyncReport:
+            async with self.client(name, cfg) as client:
+                return await incremental.sync(client, self.store(cfg), org.name, snapshot, options,
+                                              incremental=mode == "incremental")
+
+        return asyncio.run(run())
 
 
 def default_resources() -> dict[str, object]:

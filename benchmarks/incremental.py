@@ -1,0 +1,163 @@
+"""Incremental-sync benchmark: incremental run (raw + access graph) vs full run (full sync + graph build).
+
+    python benchmarks/incremental.py                       # xl, 100 / 1,000 / 10,000 changes, 0 and 50-150 ms
+    python benchmarks/incremental.py --size large --changes 100 --latency 0
+
+The simulator runs in its own process; every sync runs in a fresh process. Per latency setting: one
+full run (the daily full sync of an organization with incremental sync on: full sync + audit log +
+cursor, then the access graph built from that snapshot), then for each change count: that many
+random mutations of every kind (memberships, groups, licences, users, projects, Entra changes, team
+administrators, sign-ins; the world clock then moves past Entra's propagation delay), and one
+incremental run (audit log -> re-reads -> patched snapshot, then the access graph). Printed: requests
+and wall time of each part, and the ratios against the targets (requests <= 3% of the full sync's;
+time <= 10% of the full run's with latency, <= 20% without, for 100 changes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ORG = "fabrikam"
+
+
+def serve(size: str, seed: int, queue: Any, stop: Any) -> None:
+    from azdo_sim.generator import generate
+    from azdo_sim.server import SimulatorServer
+    from azdo_sim.state import World
+
+    world = World(seed=seed)
+    t0 = time.perf_counter()
+    org = generate(world, ORG, size=size, seed=seed)
+    pca = org.org_groups["project_collection_administrators"]
+    reader = sorted(d for d in org.down[pca] if org.identities[d].subject_type in ("aad", "msa"))[0]
+    token = world.issue_pat(None, org.identities[reader].storage_key, {"app_token"}).token
+    with SimulatorServer(world) as server:
+        queue.put({"base_url": server.base_url, "org_url": server.org_url(ORG), "ca_file": server.ca_file,
+                   "token": token, "generated_s": time.perf_counter() - t0,
+                   "counts": {"users": len(org.user_order), "groups": len(org.group_order),
+                              "projects": len(org.projects), "memberships": org.membership_count()}})
+        stop.wait()
+
+
+def run(info: dict[str, Any], data_dir: str, snapshot: str, incremental_run: bool, queue: Any) -> None:
+    """One sync (in a fresh process), then the access graph from the snapshot it published."""
+    import pyarrow as pa
+    import pyarrow.parquet  # loaded before the clock starts, as in a long-lived Dagster process
+
+    from azdo_pipeline import schemas
+    from azdo_pipeline.accessgraph.build import write_access_graph
+    from azdo_pipeline.accessgraph.schemas import DERIVED_TABLES
+    from azdo_pipeline.auth import PatCredential
+    from azdo_pipeline.client import AzureDevOpsClient, ClientSettings
+    from azdo_pipeline.store import Store
+    from azdo_pipeline.sync import incremental
+    from azdo_pipeline.sync.full import SyncOptions
+
+    pa.table({"k": [1]}).group_by("k").aggregate([]).join(pa.table({"k": [1]}), keys="k")
+    store = Store(Path(data_dir))
+
+    async def go() -> Any:
+        settings = ClientSettings(ca_bundle=info["ca_file"])
+        async with await AzureDevOpsClient.connect(info["org_url"], PatCredential(info["token"]),
+                                                   settings=settings) as c:
+            return await incremental.sync(c, store, ORG, snapshot, SyncOptions(sync_teams=True),
+                                          incremental=incremental_run)
+
+    t0 = time.perf_counter()
+    report = asyncio.run(go())
+    t1 = time.perf_counter()
+    raw, raw_snapshot = store.read_consistent(schemas.RAW_TABLES, ORG)
+    assert raw_snapshot == snapshot
+    graph_snapshot = f"{snapshot}-graph"
+    write_access_graph(raw, lambda name, schema: store.writer(name, schema, ORG, graph_snapshot), organization=ORG)
+    for name in DERIVED_TABLES:
+        store.publish(name, ORG, graph_snapshot)
+    t2 = time.perf_counter()
+    queue.put({"sync_s": t1 - t0, "graph_s": t2 - t1, "requests": report.requests, "mode": report.mode,
+               "fallback": report.fallback_reason, "by_endpoint": report.requests_by_endpoint,
+               "linked": report.tables_linked,
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def _child(target: Any, *args: Any) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=target, args=(*args, q))
+    p.start()
+    out: dict[str, Any] = q.get()
+    p.join()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="xl")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--changes", default="100,1000,10000", help="comma-separated change counts")
+    ap.add_argument("--latency", default="both", help="'0', 'MIN-MAX' in ms, or 'both' (0 and 50-150)")
+    args = ap.parse_args()
+    settings = [(0, 0), (50, 150)] if args.latency == "both" else [
+        tuple(int(x) for x in args.latency.split("-")) if "-" in args.latency else (0, 0)]
+    changes = [int(c) for c in args.changes.split(",")]
+
+    ctx = mp.get_context("spawn")
+    q, stop = ctx.Queue(), ctx.Event()
+    server = ctx.Process(target=serve, args=(args.size, args.seed, q, stop), daemon=True)
+    server.start()
+    info = q.get()
+    print(f"simulator: {args.size} org {info['counts']} generated in {info['generated_s']:.1f}s; sync_teams on")
+    admin = httpx.Client(base_url=info["base_url"], verify=info["ca_file"], timeout=600)
+    try:
+        for lo, hi in settings:
+            admin.put("/_sim/faults", json={"latency_ms": [lo, hi], "seed": 1}).raise_for_status()
+            label = "no added latency" if hi == 0 else f"{lo}-{hi} ms added per request"
+            target = 0.10 if hi else 0.20
+            print(f"\n=== {label} ===")
+            with tempfile.TemporaryDirectory() as data:
+                full = _child(run, info, data, "s000-full", False)
+                full_s = full["sync_s"] + full["graph_s"]
+                audit = sum(v for k, v in full["by_endpoint"].items() if "audit" in k)
+                print(f"full run       : sync {full['sync_s']:7.2f}s + graph {full['graph_s']:6.2f}s = {full_s:7.2f}s  "
+                      f"{full['requests']:6d} requests ({audit} of them the audit log)  "
+                      f"peak RSS {full['peak_rss_mb']:.0f} MiB")
+                full_requests = full["requests"] - audit  # the plain full sync's
+                for i, n in enumerate(changes, 1):
+                    r = admin.post(f"/_sim/{ORG}/mutations/random", json={"count": n, "seed": 1000 + i + 17 * hi})
+                    r.raise_for_status()
+                    ok = sum(1 for x in r.json()["result"] if x.get("ok"))
+                    admin.post("/_sim/clock/advance", json={"seconds": 301}).raise_for_status()  # Entra propagation
+                    inc = _child(run, info, data, f"s{i:03d}-inc", True)
+                    inc_s = inc["sync_s"] + inc["graph_s"]
+                    req_pct = 100 * inc["requests"] / full_requests
+                    time_pct = 100 * inc_s / full_s
+                    raw_pct = 100 * inc["sync_s"] / full["sync_s"]
+                    verdict = ""
+                    if n == 100:
+                        verdict = (f"  targets: requests {'OK' if req_pct <= 3 else 'MISSED'} (<= 3%), time "
+                                   f"{'OK' if time_pct <= 100 * target else 'MISSED'} (<= {100 * target:.0f}%)")
+                    print(f"{n:6d} changes ({ok} applied): {inc['mode']}"
+                          f"{' (' + str(inc['fallback']) + ')' if inc['fallback'] else ''}: sync {inc['sync_s']:6.2f}s "
+                          f"+ graph {inc['graph_s']:6.2f}s = {inc_s:6.2f}s ({time_pct:.1f}% of the full run; raw "
+                          f"alone {raw_pct:.1f}%)  {inc['requests']} requests ({req_pct:.2f}% of the full sync's)  "
+                          f"peak RSS {inc['peak_rss_mb']:.0f} MiB{verdict}")
+                    print("    requests: " + ", ".join(f"{k} {v}" for k, v in sorted(
+                        inc["by_endpoint"].items(), key=lambda kv: -kv[1])))
+                    print(f"    tables shared with the previous snapshot: {', '.join(inc['linked']) or 'none'}")
+    finally:
+        stop.set()
+        server.join(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
