@@ -15,6 +15,8 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
+from azdo_pipeline.schemas import RAW_TABLES
+
 from . import closure, effective, grants, resources, views
 from .index import GraphIndex
 from .schemas import DERIVED_TABLES, MEMBERSHIP_CYCLES
@@ -77,6 +79,24 @@ def iter_streamed_batches(ix: GraphIndex) -> Iterator[tuple[str, pa.RecordBatch]
         yield "effective_grants", effective.effective_batch(ix, rows)
         yield "access_by_principal", views.access_by_principal_batch(ix, rows)
         yield "principals_by_project", views.principals_by_project_batch(ix, rows)
+
+
+def reusable_graph(raw_manifest: Mapping[str, Any] | None, graph_manifest: Mapping[str, Any] | None) -> str | None:
+    """The access-graph snapshot that is provably this raw snapshot's graph, else None.
+
+    The graph is a function of the raw tables only. An incremental raw snapshot whose every table is
+    the previous raw snapshot's file (shared, not rewritten: nothing changed) has the graph built from
+    that previous snapshot, when that is the graph published now. Anything else is built again in full.
+    """
+    if not raw_manifest or not graph_manifest:
+        return None
+    state = raw_manifest.get("incremental") or {}
+    shared = set(state.get("tables_linked") or [])
+    if (state.get("mode") == "incremental" and state.get("previous_snapshot")
+            and graph_manifest.get("raw_snapshot") == state.get("previous_snapshot")
+            and shared >= set(RAW_TABLES) and graph_manifest.get("snapshot")):
+        return str(graph_manifest["snapshot"])
+    return None
 
 
 def small_tables(ix: GraphIndex) -> dict[str, pa.Table]:

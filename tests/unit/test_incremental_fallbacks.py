@@ -194,3 +194,26 @@ def test_sigkill_during_an_incremental_run(tmp_path: Path) -> None:
     env.assert_equals_full("s3")
     ids = auditlog.read(env.store.data_dir, ORG).column("event_id").to_pylist()
     assert len(ids) == len(set(ids))  # the killed run's append and the re-read did not duplicate
+
+
+def test_a_quiet_run_shares_every_table_and_the_graph(tmp_path: Path) -> None:
+    from azdo_pipeline.accessgraph.build import reusable_graph, write_access_graph
+
+    env = Env(tmp_path)
+    env.run("s1")
+    env.mutate()
+    env.run("s2")
+    raw, snap = env.store.read_consistent(schemas.RAW_TABLES, ORG)
+    with env.store.begin(ORG, "s2-graph", kind="access_graph") as draft:
+        write_access_graph(raw, draft.writer, organization=ORG)
+        draft.commit(extra={"raw_snapshot": snap})
+    graph = env.store.latest_manifest(ORG, kind="access_graph")
+    assert reusable_graph(env.manifest(), graph) is None  # s2 changed tables: its graph was built in full
+    report = env.run("s3")  # nothing changed since s2
+    assert report.mode == "incremental" and sorted(report.tables_linked) == sorted(schemas.RAW_TABLES)
+    for name in schemas.RAW_TABLES:
+        assert env.store.snapshot_path(name, ORG, "s3").samefile(env.store.snapshot_path(name, ORG, "s2"))
+    assert reusable_graph(env.manifest(), graph) == "s2-graph"
+    env.mutate(5, seed=9)
+    env.run("s4")
+    assert reusable_graph(env.manifest(), graph) is None  # built from s2, not s3
