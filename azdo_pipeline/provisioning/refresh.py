@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from .. import schemas
 from ..store import Store
 from ..sync import columns
+from ..sync.incremental import carried_cursor
 
 
 class MembershipReader(Protocol):
@@ -87,5 +88,6 @@ async def _refresh_once(reader: MembershipReader, store: Store, org: str, groups
                 if isinstance(m, dict) and not n.startswith("_")}
         draft.commit(meta, simulated=simulated, extra={
             "derived_from": base, "refreshed_groups": groups,
-            "note": "provisioning changed these groups' memberships; their direct members were read again"})
+            "note": "provisioning changed these groups' memberships; their direct members were read again",
+            **carried_cursor(manifest)})
     return Refresh(snapshot, base, tuple(groups), old.num_rows, table.num_rows)

@@ -92,6 +92,18 @@ def _parse_cursor(manifest: Mapping[str, Any] | None) -> tuple[datetime | None, 
     return datetime.fromisoformat(str(raw)), set(state.get("seen_event_ids") or [])
 
 
+def carried_cursor(manifest: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Manifest keys for a snapshot derived from `manifest`'s (e.g. memberships re-read after
+    provisioning): it keeps the audit cursor, so the next run stays incremental (it re-reads every
+    event since, which re-reading newer state cannot make wrong), and claims no shared tables."""
+    state = (manifest or {}).get("incremental") or {}
+    if not state.get("audit_cursor"):
+        return {}
+    return {"incremental": {"mode": "derived", "audit_cursor": state["audit_cursor"],
+                            "seen_event_ids": list(state.get("seen_event_ids") or []),
+                            "options": state.get("options"), "previous_snapshot": (manifest or {}).get("snapshot")}}
+
+
 def _admins_path(store: Store, org: str, snapshot: str) -> Path:
     return store.data_dir / STATE_DIR / f"org={org}" / f"{snapshot}.admin_identities.json"
 
@@ -659,4 +671,4 @@ def _commit(store: Store, org: str, snapshot: str, prev_snapshot: str, prev: Map
                      extra={**dict(manifest), "requests": report.requests, "incremental": state})
 
 
-__all__ = ["FullSyncNeeded", "incremental_step", "read_audit", "sync"]
+__all__ = ["FullSyncNeeded", "carried_cursor", "incremental_step", "read_audit", "sync"]

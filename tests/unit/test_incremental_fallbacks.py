@@ -217,3 +217,22 @@ def test_a_quiet_run_shares_every_table_and_the_graph(tmp_path: Path) -> None:
     env.mutate(5, seed=9)
     env.run("s4")
     assert reusable_graph(env.manifest(), graph) is None  # built from s2, not s3
+
+
+def test_a_snapshot_derived_by_provisioning_keeps_the_cursor(tmp_path: Path) -> None:
+    """Provisioning re-reads the groups it changed into a derived snapshot (provisioning/refresh.py):
+    the cursor carries over, so the next run is still incremental, and right."""
+    from azdo_pipeline.sync.incremental import carried_cursor
+
+    env = Env(tmp_path)
+    env.run("s1")
+    base = env.manifest()
+    with env.store.begin(ORG, "s1-refresh") as draft:
+        for name in schemas.RAW_TABLES:
+            draft.link(name, "s1")
+        draft.commit(extra={"derived_from": "s1", **carried_cursor(base)})
+    assert env.manifest()["incremental"]["audit_cursor"] == base["incremental"]["audit_cursor"]
+    env.mutate()
+    report = env.run("s2")
+    assert report.mode == "incremental"
+    env.assert_equals_full("s2")
