@@ -114,6 +114,9 @@ def _write_admin_identities(store: Store, org: str, snapshot: str, identities: l
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(identities, default=str))
     os.replace(tmp, path)
+    # Only the newest few are ever read (the next run reads its previous snapshot's): drop the rest.
+    for old in sorted(path.parent.glob("*.admin_identities.json"))[:-3]:
+        old.unlink(missing_ok=True)
 
 
 def _read_admin_identities(store: Store, org: str, snapshot: str) -> list[dict[str, Any]]:
