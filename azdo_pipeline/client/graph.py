@@ -110,7 +110,8 @@ class GraphService:
                 out[d] = value.get(d)
         return out
 
-    async def query_subjects(self, query: str, kinds: list[str], scope_descriptor: str | None = None) -> list[dict[str, Any]]:
+    async def query_subjects(self, query: str, kinds: list[str],
+                             scope_descriptor: str | None = None) -> list[dict[str, Any]]:
         """Subjects whose names start with `query` (POST graph/subjectquery; kinds: User, Group)."""
         body: dict[str, Any] = {"query": query, "subjectKind": kinds}
         if scope_descriptor:
