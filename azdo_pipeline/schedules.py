@@ -39,7 +39,8 @@ def daily_full_sync(context: dg.ScheduleEvaluationContext) -> list[dg.RunRequest
              default_status=dg.DefaultScheduleStatus.STOPPED,
              description="Every 15 minutes: incremental sync from the audit log of each organization whose "
                          "incremental_sync setting is on (a full sync of the others), one run per organization.")
-def incremental_sync_every_15_minutes(context: dg.ScheduleEvaluationContext, azdo: AzdoPipeline):
+def incremental_sync_every_15_minutes(context: dg.ScheduleEvaluationContext,
+                                      azdo: AzdoPipeline) -> list[dg.RunRequest] | dg.SkipReason:
     cfg = azdo.config()
     on = {o.name.lower() for o in cfg.organizations if o.incremental_sync}
     return per_org_requests(context, "incremental", lambda org: "incremental" if org.lower() in on else "full")

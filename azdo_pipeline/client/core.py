@@ -44,7 +44,7 @@ class CoreService:
                                        endpoint="GET projects")
             seen.add(token)
 
-    async def get_project(self, project_id: str) -> dict | None:
+    async def get_project(self, project_id: str) -> dict[str, Any] | None:
         """One project by id; None when it does not exist (deleted)."""
         reply = await self._r.request("GET", f"{self.base}/_apis/projects/{quote(project_id, safe='')}",
                                       endpoint="GET projects/{p}", scope=PROJECT_READ,
