@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from .errors import AzureDevOpsError
+from .errors import AzureDevOpsError, UnexpectedResponseError
 from .scopes import AUDIT_READ
+from .shapes import AUDIT_LOG, ShapeError
 from .transport import Requester
 
 AUDIT_VERSION = "7.1-preview.1"
@@ -41,9 +42,16 @@ class AuditService:
                 params["continuationToken"] = token
             reply = await self._r.request("GET", f"{self.base}/_apis/audit/auditlog",
                                           endpoint="GET audit/auditlog", scope=AUDIT_READ, params=params)
-            data = reply.data or {}
-            if "decoratedAuditLogEntries" not in data and isinstance(data.get("value"), dict):
+            data = reply.data
+            wrapped = isinstance(data, dict) and "decoratedAuditLogEntries" not in data
+            if wrapped and isinstance(data.get("value"), dict):
                 data = data["value"]  # the spec example wraps the body in "value"
+            try:  # a page that is not the audit log must never read as "no events"
+                AUDIT_LOG.check(data)
+            except ShapeError as exc:
+                raise UnexpectedResponseError(
+                    f"GET audit/auditlog: the answer is not what this route returns: {exc}",
+                    endpoint="GET audit/auditlog") from None
             yield list(data.get("decoratedAuditLogEntries") or [])
             token = data.get("continuationToken") or None
             if not data.get("hasMore") or not token:

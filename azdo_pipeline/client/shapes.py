@@ -180,3 +180,7 @@ ACLS = Shape("access control lists", items={"token": opt(STR), "acesDictionary":
 PROFILE = Shape("a profile", list_key=None, top={"id": req(STR)})
 ACCOUNTS = Shape("organizations", items={"accountId": req(STR), "accountName": opt(STR), "accountUri": opt(STR),
                                          "accountStatus": opt(STR)}, top={"count": opt(INT)}, bare_list_ok=True)
+# Audit log: entries under decoratedAuditLogEntries, paging in the body (continuationToken, hasMore).
+AUDIT_LOG = Shape("audit log entries", list_key="decoratedAuditLogEntries",
+                  items={"id": req(STR), "timestamp": req(TIME), "actionId": opt(STR)},
+                  top={"continuationToken": opt(STR), "hasMore": opt(BOOL)})
