@@ -182,7 +182,8 @@ def test_projects_follow_integer_header_token() -> None:
 
 def test_audit_follows_token_while_has_more() -> None:
     svc = FakeService()
-    entries = [{"id": f"e{i}"} for i in range(5)]
+    # real entries always carry id and timestamp (audit spec example)
+    entries = [{"id": f"e{i}", "timestamp": f"2026-01-01T00:00:0{i}Z"} for i in range(5)]
 
     def handler(request: httpx.Request) -> httpx.Response:
         q = parse_qs(urlsplit(str(request.url)).query)
