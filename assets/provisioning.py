@@ -7,11 +7,14 @@ ledger, the executor, the outcome table, the membership re-read) is in azdo_pipe
 import dagster as dg
 from pydantic import Field
 
+from assets.raw import OWNERS
 from azdo_pipeline.partitions import org_partitions
 from azdo_pipeline.provisioning.flow import OUTCOMES_TABLE, BatchResult
 from azdo_pipeline.resources import AzdoPipeline
 
 PROVISIONING_GROUP = "provisioning"
+# Bumped when what a run writes into provisioning_outcomes changes.
+PROVISIONING_CODE_VERSION = "1"
 TAG_BATCH = "azdo/provisioning_batch"
 TAG_REQUESTS = "azdo/request_ids"
 
@@ -37,7 +40,8 @@ def _table(result: BatchResult) -> dg.MetadataValue:
 
 
 @dg.asset(partitions_def=org_partitions, group_name=PROVISIONING_GROUP, pool="azdo_api",
-          kinds={"azure", "parquet"}, tags={"azdo/layer": "provisioning"})
+          kinds={"azure", "parquet"}, tags={"azdo/layer": "provisioning"}, owners=OWNERS,
+          code_version=PROVISIONING_CODE_VERSION)
 def provisioning_outcomes(context: dg.AssetExecutionContext, config: ProvisioningRunConfig,
                           azdo: AzdoPipeline) -> dg.MaterializeResult:
     """Every provisioning request of the organization with its current outcome (succeeded,

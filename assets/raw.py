@@ -66,7 +66,7 @@ RAW_SPECS = [
 ]
 # Blocking: the access graph (downstream) is not built when one fails with ERROR severity.
 AUDIT_SPEC = dg.AssetSpec(
-    auditlog.TABLE, group_name=RAW_GROUP, partitions_def=org_partitions,
+    auditlog.TABLE, group_name=RAW_GROUP, partitions_def=org_partitions, owners=OWNERS, code_version=CODE_VERSION,
     description=(schemas.AUDIT_LOG.metadata or {}).get(b"description", b"").decode(),
     kinds={"azure", "parquet"}, tags={"azdo/layer": "raw"},
     metadata={"dagster/column_schema": column_schema(schemas.AUDIT_LOG)})

@@ -11,7 +11,7 @@ import dagster as dg
 from .jobs import access_graph_job, provisioning_job
 from .partitions import ORG_PARTITIONS_NAME, org_partitions
 from .provisioning.dispatch import RunState, RunView, dispatch
-from .provisioning.flow import parse_request, provisioning_settings
+from .provisioning.flow import provisioning_settings, request_parser
 from .provisioning.inbox import Inbox
 from .provisioning.intake import ingest
 from .provisioning.ledger import Batch, Ledger
@@ -61,7 +61,7 @@ def provisioning_inbox(context: dg.SensorEvaluationContext, azdo: AzdoPipeline) 
     inbox = Inbox(settings.inbox_dir).ensure()
     cursor = json.loads(context.cursor) if context.cursor else {}
     with Ledger(inbox.ledger_path) as ledger:
-        intake = ingest(inbox, ledger, parse_request, known_orgs=cfg.org_names)
+        intake = ingest(inbox, ledger, request_parser(azdo.store(cfg)), known_orgs=cfg.org_names)
         ledger.form_batches(settings.max_batch, skip_orgs={b.org for b in ledger.open_batches()})
         plan = dispatch(ledger, lambda b: _run_view(context.instance, b))
         pending = ledger.counts()

@@ -28,6 +28,9 @@ from .inbox import Inbox
 from .intake import Accepted, RequestRejected
 from .ledger import Entry, Ledger
 from .refresh import refresh_memberships
+from .requests import Request, RequestError
+from .requests import parse_request as parse_valid_request
+from .resolve import Directory
 from .runner import run_batch
 
 log = logging.getLogger(__name__)
@@ -56,26 +59,62 @@ def provisioning_settings(cfg: PipelineConfig, data_dir: str | Path | None = Non
 
 
 # ---- parsing ------------------------------------------------------------------------------------
-def parse_request(data: bytes) -> Accepted:
-    """An inbox file's bytes -> a valid request, or RequestRejected naming the problem and the fix."""
-    from .requests import RequestError
-    from .requests import parse_request as parse
+def parse_request(data: bytes, directory: Directory | None = None) -> Accepted:
+    """An inbox file's bytes -> a valid request, or RequestRejected naming the problem and the fix.
+    With `directory` (the latest synced tables) the order key names the principal by descriptor."""
+    return _accepted(_parse(data), directory)
 
+
+def _parse(data: bytes) -> Request:
     try:
-        req = parse(data)
+        return parse_valid_request(data)
     except RequestError as exc:
         raise RequestRejected(str(exc)) from None
-    return Accepted(request_id=req.id, org=req.organization, action=req.action.value, order_key=order_key(req),
-                    body=req.to_dict())
 
 
-def order_key(req: Any) -> str:
-    """Requests with the same key are carried out in arrival order: one membership (organization,
-    target and principal as written), or one account (organization and principal)."""
-    key = req.membership_key
-    if key is None:
-        key = (req.organization.lower(), "account", str(req.principal).lower())
-    return "|".join(key)
+def _accepted(req: Request, directory: Directory | None) -> Accepted:
+    return Accepted(request_id=req.id, org=req.organization, action=req.action.value,
+                    order_key=order_key(req, directory), body=req.to_dict())
+
+
+def order_key(req: Request, directory: Directory | None = None) -> str:
+    """Requests with the same key are carried out in arrival order: every request of one principal
+    in one organization. Keying on the principal (not the membership) also orders a grant after the
+    `create_account` of the same person. The principal is named by its descriptor when the synced
+    tables know it, so a request naming someone by e-mail and another by descriptor share a key;
+    a principal the tables do not know yet is keyed as written (lower-cased)."""
+    subject = directory.principal(req.principal) if directory is not None else None
+    who = subject.descriptor if subject is not None else str(req.principal).lower()
+    return f"{req.organization.lower()}|{who}"
+
+
+class RequestParser:
+    """`parse_request` with each organization's directory from the latest synced tables, re-read only
+    when a new raw snapshot was published (the sensor parses every tick)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._directories: dict[str, tuple[str | None, Directory]] = {}
+
+    def directory(self, org: str) -> Directory:
+        snapshot = self.store.published().get("orgs", {}).get(org, {}).get("raw")
+        cached = self._directories.get(org)
+        if cached is None or cached[0] != snapshot:
+            cached = (snapshot, Directory.from_store(self.store, org) if snapshot else Directory())
+            self._directories[org] = cached
+        return cached[1]
+
+    def __call__(self, data: bytes) -> Accepted:
+        req = _parse(data)
+        return _accepted(req, self.directory(req.organization))
+
+
+_PARSERS: dict[Path, RequestParser] = {}
+
+
+def request_parser(store: Store) -> RequestParser:
+    """One parser per data folder for the life of the process, so its directories stay cached."""
+    return _PARSERS.setdefault(Path(store.data_dir), RequestParser(store))
 
 
 # ---- carrying out ---------------------------------------------------------------------------------
@@ -180,7 +219,6 @@ async def provision_org(org: OrganizationConfig, store: Store, settings: Provisi
     from .executor import ProvisioningContext, execute
     from .outcomes import PROVISIONING_OUTCOMES, Status
     from .requests import validate_request
-    from .resolve import Directory
 
     inbox = Inbox(settings.inbox_dir).ensure()
     ctx = ProvisioningContext(org=org, connect=connect, directory=Directory.from_store(store, org.name),
