@@ -103,10 +103,10 @@ def _entitlements_matched(facts: Facts) -> RuleResult:
 
 
 def _groups_answered(facts: Facts) -> RuleResult:
-    asked = list(dict.fromkeys(facts.groups_requested))
+    asked = dict.fromkeys(facts.groups_requested)  # ordered, and a set for the look-ups (xl: 25k groups)
     missing = [g for g in asked if facts.groups_answered.get(g, 0) == 0]
     repeated = [g for g, n in facts.groups_answered.items() if n > 1]
-    unasked = [g for g in facts.groups_answered if g not in set(asked)]
+    unasked = [g for g in facts.groups_answered if g not in asked]
     bad = missing + repeated + unasked
     detail = ", ".join(f"{len(v)} {k}" for k, v in (("not answered", missing), ("answered twice", repeated),
                                                     ("answered unasked", unasked)) if v)
