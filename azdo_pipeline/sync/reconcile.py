@@ -41,6 +41,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "team_members": ("team_id", "member_descriptor", "display_name"),
     "organizations": ("id", "name"),
 }
+# Columns best read back as dictionaries (few distinct values over many rows).
+DICTIONARY_COLUMNS: dict[str, list[str]] = {"memberships": ["container_descriptor", "member_descriptor", "member_kind"]}
 SUBJECT_TABLES = ("users", "service_accounts", "service_principals", "groups")
 
 
