@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from . import model
 from .arrays import block, codes
 from .closure import I32, sorted_unique
+from .resources import license_levels
 from .schemas import ENTITLEMENTS
 
 if TYPE_CHECKING:
@@ -178,7 +179,6 @@ def build_catalogue(ix: GraphIndex) -> Catalogue:
     orphan = member & ~has_group[np.maximum(t_row, 0)] if n_team else member
     held_e.append(team_member[t_row[orphan]])
     held_p.append(m_code[orphan])
-    from .resources import license_levels
 
     u = r["users"]
     level = codes(license_levels(u), pa.array([lv.slug for lv in levels]))

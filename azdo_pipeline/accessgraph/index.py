@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -22,9 +22,8 @@ from . import model
 from .arrays import Lookup, codes
 from .arrays import to_np as _np
 from .closure import I32, GroupClosure, group_closure, sorted_unique
-
-if TYPE_CHECKING:
-    from .entitlements import Catalogue
+from .entitlements import Catalogue, build_catalogue
+from .resources import build_resources
 
 
 def normalize_raw(raw: Mapping[str, pa.Table]) -> dict[str, pa.Table]:
@@ -157,8 +156,6 @@ class GraphIndex:
 
     @cached_property
     def resources(self) -> pa.Table:
-        from .resources import build_resources
-
         return build_resources(self)
 
     @cached_property
@@ -188,7 +185,5 @@ class GraphIndex:
         return cache[name]
 
     @cached_property
-    def catalogue(self) -> Catalogue:  # imported inside: entitlements imports this module
-        from .entitlements import build_catalogue
-
+    def catalogue(self) -> Catalogue:
         return build_catalogue(self)

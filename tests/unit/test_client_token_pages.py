@@ -58,7 +58,8 @@ def test_stopping_early_cancels_the_request_in_flight() -> None:
     async def go() -> None:
         pages = token_pages(server.fetch, _split, "GET x")
         async for _page in pages:
-            await asyncio.sleep(0.01)  # request 2 is now on the wire
+            await asyncio.sleep(0)  # one turn: request 2 is now on the wire (no wall-clock race with its answer)
+            assert server.started == [None, "1"] and server.finished == 1
             break
         await pages.aclose()
 

@@ -452,6 +452,7 @@ class Recorder(httpx.AsyncBaseTransport):
         self.inner = httpx.ASGITransport(app=create_app(world), client=("127.0.0.1", 50000))
         self.log: list[dict[str, Any]] = []
         self.on_request: Callable[[dict[str, Any]], None] | None = None
+        self.on_response: Callable[[dict[str, Any]], None] | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         entry: dict[str, Any] = {"method": request.method, "path": request.url.path,
@@ -466,6 +467,8 @@ class Recorder(httpx.AsyncBaseTransport):
             self.on_request(entry)
         resp = await self.inner.handle_async_request(request)
         entry["status"] = resp.status_code
+        if self.on_response is not None:
+            self.on_response(entry)
         return resp
 
     def count(self, suffix: str, method: str = "GET") -> int:
@@ -547,22 +550,33 @@ def test_simulator_memberships_read_every_chunk_before_the_keys_are_ready(medium
             keys_ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             before = len(transport.log)
             pairs: list[tuple[str, list[str]]] = []
+            resolved_early = 0  # pairs given before the keys were ready (must stay 0)
+            answered = asyncio.Event()  # every chunk's group read has answered
+
+            def note(entry: dict[str, Any]) -> None:  # every request says whether the keys were ready
+                entry["keys_ready"] = keys_ready.done()
+
+            def on_answer(entry: dict[str, Any]) -> None:
+                done = [e for e in transport.batches("subjectDescriptors") if e["status"] is not None]
+                if len(done) >= chunks:
+                    answered.set()
+
+            transport.on_request, transport.on_response = note, on_answer
 
             async def consume() -> None:
+                nonlocal resolved_early
                 async for item in c.memberships(descriptors, storage_keys=storage_keys, keys_ready=keys_ready):
+                    resolved_early += not keys_ready.done()
                     pairs.append(item)
 
             task = asyncio.ensure_future(consume())
-            for _ in range(2000):  # every chunk's group read goes out while the keys are not ready
-                if len(transport.batches("subjectDescriptors")) >= chunks or task.done():
-                    break
-                await asyncio.sleep(0.005)
-            await asyncio.sleep(0.05)  # and nothing else happens while they wait
-            early = {"batches": [dict(e) for e in transport.log[before:]], "pairs": len(pairs),
-                     "done": task.done()}
-            # the entitlement pages arrive: the map is complete
+            await answered.wait()
+            # The entitlement pages are read while the chunks' answers wait for the keys (the client
+            # runs meanwhile); then the map is complete.
             pages = await read_tables(c)
             storage_keys.update(_storage_keys_from(pages, groups))
+            early = {"batches": [dict(e) for e in transport.log[before:] if not e["keys_ready"]],
+                     "pairs": resolved_early, "done": task.done()}
             keys_ready.set_result(None)
             await task
             return {"early": early, "pairs": pairs, "chunks": chunks, "groups": descriptors,
@@ -572,10 +586,15 @@ def test_simulator_memberships_read_every_chunk_before_the_keys_are_ready(medium
     assert out["chunks"] >= 2, "the medium org must have more than one chunk of groups"
     early = out["early"]
     assert not early["done"] and early["pairs"] == 0  # nothing is resolved before the keys
-    reads = [e for e in early["batches"] if e.get("kind") == "subjectDescriptors"]
+    # What went out before the keys were ready: the chunks' group reads, every one, and nothing else
+    # (no look-up, no second read); entitlement pages aside, which the test itself read meanwhile.
+    early_batches = [e for e in early["batches"] if "kind" in e]
+    reads = [e for e in early_batches if e["kind"] == "subjectDescriptors"]
     assert len(reads) == out["chunks"] and sum(e["keys"] for e in reads) == len(out["groups"])
     assert all(e["status"] == 200 for e in reads)
-    assert [e for e in early["batches"] if e.get("kind") != "subjectDescriptors"] == []  # no look-up yet
+    assert [e for e in early_batches if e["kind"] != "subjectDescriptors"] == []  # no look-up yet
+    assert [e["path"] for e in early["batches"] if "kind" not in e and not e["path"].endswith("/userentitlements")] \
+        == []
     assert sorted((g, m) for g, ms in out["pairs"] for m in ms) == truth
     assert out["mode"] == "batched"
     # Look-ups come after the keys, and only for ids the map cannot hold (service accounts and
@@ -624,36 +643,50 @@ def _posts(svc: FakeService) -> list[dict[str, Any]]:
 @pytest.mark.parametrize(("n_groups", "chunk"), [(300, 50), (1200, 500), (3900, 500)])
 def test_fake_memberships_every_chunk_is_read_before_the_keys(n_groups: int, chunk: int) -> None:
     d = Directory(n_groups=n_groups, n_users=n_groups + 10)
-    svc = _service(d)
+    svc = FakeService()
+    answer = _service(d)
     settings = ClientSettings(membership_chunk_size=chunk)
     chunks = math.ceil(n_groups / chunk)
     assert 1 < chunks <= settings.max_concurrency  # beyond the window a chunk starts only as another ends
+    state: dict[str, Any] = {}
+    early: list[dict[str, Any]] = []  # identitybatch bodies sent before the keys were ready
 
-    async def go() -> tuple[list[dict[str, Any]], int, dict[str, list[str]]]:
+    def post(request: httpx.Request) -> httpx.Response:
+        if not state["ready"].done():
+            early.append(json.loads(request.content))
+        resp = answer(request)
+        if len(early) >= chunks:
+            state["answered"].set()
+        return resp
+
+    svc.on("POST", "/_apis/identitybatch", post)
+
+    async def go() -> tuple[int, dict[str, list[str]]]:
         async with await connect(svc, settings=settings) as c:
             keys: dict[str, str] = {}
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            state.update(ready=ready, answered=asyncio.Event())
             pairs: list[tuple[str, list[str]]] = []
+            resolved_early = 0
 
             async def consume() -> None:
+                nonlocal resolved_early
                 async for item in c.memberships(list(d.groups.values()), storage_keys=keys, keys_ready=ready):
+                    resolved_early += not ready.done()
                     pairs.append(item)
 
             task = asyncio.ensure_future(consume())
-            for _ in range(2000):
-                if len(_posts(svc)) >= chunks:
-                    break
-                await asyncio.sleep(0.002)
-            await asyncio.sleep(0.02)  # nothing more goes out while the keys are not ready
-            early, pairs_before = _posts(svc), len(pairs)
+            await state["answered"].wait()
+            await _loop_turns(50)  # the client handles the answers, then waits for the keys
             assert not task.done()
             keys.update(d.users)  # the entitlement pages arrived
             ready.set_result(None)
             await task
-            return early, pairs_before, {g: sorted(ms) for g, ms in pairs}
+            return resolved_early, {g: sorted(ms) for g, ms in pairs}
 
-    early, pairs_before, got = asyncio.run(asyncio.wait_for(go(), 10))
-    assert pairs_before == 0
+    resolved_early, got = asyncio.run(asyncio.wait_for(go(), 10))
+    assert resolved_early == 0
+    # Before the keys: each chunk's group read once, and nothing else (no look-up).
     assert len(early) == chunks and all("subjectDescriptors" in b for b in early)
     assert sorted(k for b in early for k in b["subjectDescriptors"]) == sorted(d.groups.values())
     assert got == d.expected()
@@ -662,20 +695,33 @@ def test_fake_memberships_every_chunk_is_read_before_the_keys(n_groups: int, chu
     assert looked_up <= set(d.groups)
 
 
+async def _loop_turns(n: int) -> None:
+    """Let every callback that is ready run, n turns of the event loop (no wall-clock wait: the fake
+    service answers inside the loop)."""
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
 def test_no_look_up_of_a_group_another_chunk_has_read() -> None:
     d = Directory(n_groups=150, n_users=160)  # group i has group i-1 as a member
     svc = FakeService()
     sync = _service(d)
-    state: dict[str, Any] = {"ready": None}
+    state: dict[str, Any] = {}
 
     async def post(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        # the second chunk (groups 50..99) answers only after the keys are ready; the third before
+        # the second chunk (groups 50..99) answers only after the keys are ready; the others before
         if "vssgp.group50" in body.get("subjectDescriptors", []):
-            while not (state["ready"] is not None and state["ready"].done()):
-                await asyncio.sleep(0.001)
-            await asyncio.sleep(0.05)
-        return sync(request)
+            state["second_asked"].set()
+            await state["ready"]
+            await _loop_turns(20)  # the client takes the keys in first
+            return sync(request)
+        resp = sync(request)
+        if "subjectDescriptors" in body:
+            state["others_answered"] += 1
+            if state["others_answered"] == 2:
+                state["first_and_third"].set()
+        return resp
 
     svc.on("POST", "/_apis/identitybatch", post)
 
@@ -683,12 +729,13 @@ def test_no_look_up_of_a_group_another_chunk_has_read() -> None:
         async with await connect(svc, settings=ClientSettings(membership_chunk_size=50)) as c:
             keys: dict[str, str] = {}
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            state["ready"] = ready
+            state.update(ready=ready, second_asked=asyncio.Event(), first_and_third=asyncio.Event(),
+                         others_answered=0)
 
             async def fill() -> None:
-                while svc.count("POST", "/_apis/identitybatch") < 3:
-                    await asyncio.sleep(0.002)
-                await asyncio.sleep(0.02)
+                await state["second_asked"].wait()
+                await state["first_and_third"].wait()
+                await _loop_turns(20)  # their answers are taken in while the keys are not ready
                 keys.update(d.users)
                 ready.set_result(None)
 
