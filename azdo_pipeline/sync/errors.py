@@ -40,3 +40,7 @@ def _describe(r: RuleResult) -> str:
     if r.examples:
         text += f"; e.g. {', '.join(r.examples)}"
     return text
+
+
+class FullSyncNeeded(Exception):
+    """The incremental step cannot prove its result equal to a full sync's; the message says why."""

@@ -1,0 +1,607 @@
+"""The incremental step: previous snapshot + the patches the audit events call for -> a new snapshot.
+
+One phase per step of the data flow, each with its inputs and outputs in its signature:
+
+    _index(previous tables)                 -> Prev (look-ups over the previous snapshot)
+    _plan(touched, Prev)                    -> Plan (which reads the events call for)
+    _read_changes(client, Plan, ...)        -> Reads (entitlements, projects, created groups, every-run reads)
+    _patch_groups(client, Prev, Reads)      -> teams, groups (deleted / changed groups noted in Reads)
+    _patch_memberships(client, Prev, ...)   -> memberships, the containers re-read and their answers
+    _new_subjects(client, ...)              -> users, service accounts, groups met for the first time
+    _patch_users(Prev, Reads, ...)          -> users (and memberships without users who left)
+    _team_members(...)                      -> team_members, as the full sync builds it
+    _commit(...)                            -> the snapshot, reconciled like a full sync's, published
+
+Every read is one the full sync makes too (or a single-object read of the same route), batched
+where the API allows it; sync/incremental.py decides whether this step may run at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .. import schemas
+from ..client import AzureDevOpsClient
+from ..client.arrow_pages import IDENTITY_REFS_PAGE
+from ..client.errors import AuthenticationError, NotFoundError, PermissionDeniedError
+from ..store import Store
+from . import reconcile, rows
+from . import teams as team_logic
+from .errors import FullSyncNeeded
+from .events import Touched
+from .full import SyncOptions, SyncReport, TableResult, _enabled
+
+STATE_DIR = "_incremental"
+GROUP_TYPES = ("vssgp", "aadgp")
+
+
+# ---- the previous snapshot --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Prev:
+    """The previous snapshot's tables and the look-ups every phase uses."""
+
+    snapshot: str
+    tables: dict[str, pa.Table]
+    user_by_principal: dict[str, str]  # lower-case principal name -> descriptor
+    user_key_of: dict[str, str]  # user descriptor -> storage key
+    group_by_key: dict[str, str]  # lower-case storage key -> group descriptor
+    known_users: set[str]
+    team_ids: frozenset[str]  # lower-case ids of teams (their backing groups' storage keys)
+
+
+def _read_prev(store: Store, org: str, snapshot: str) -> dict[str, pa.Table]:
+    out = {}
+    for name, schema in schemas.RAW_TABLES.items():
+        path = store.snapshot_path(name, org, snapshot)
+        if not path.exists():
+            raise FullSyncNeeded(f"the previous snapshot {snapshot} lacks its {name} table")
+        out[name] = pq.read_table(path).cast(schema)
+    return out
+
+
+def _index(snapshot: str, tables: dict[str, pa.Table]) -> Prev:
+    users, groups = tables["users"], tables["groups"]
+    return Prev(
+        snapshot=snapshot, tables=tables,
+        user_by_principal=_lower_map(users["principal_name"], users["descriptor"]),
+        user_key_of={str(d): str(k) for d, k in zip(users["descriptor"].to_pylist(),
+                                                    users["storage_key"].to_pylist(), strict=True) if k},
+        group_by_key=_lower_map(groups["storage_key"], groups["descriptor"]),
+        known_users=set(users["descriptor"].to_pylist()),
+        team_ids=frozenset(str(k).lower() for k, t in zip(groups["storage_key"].to_pylist(),
+                                                          groups["is_team"].to_pylist(), strict=True) if t and k))
+
+
+# ---- what to read -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    removed_users: frozenset[str]  # descriptors of users a removal event named
+    known_licensed: frozenset[str]  # descriptors of known users whose licence changed: one GET each...
+    unknown_licensed: frozenset[str]  # principal names of users not in the snapshot (new users)
+    read_all_entitlements: bool  # ...unless reading the whole list is cheaper (or a group rule changed)
+    projects_to_read: frozenset[str]  # created or changed projects: row, teams, groups
+    team_projects: frozenset[str]  # projects where a group was created (it may back a new team)
+
+
+def _plan(touched: Touched, prev: Prev) -> Plan:
+    known = frozenset(prev.user_by_principal[p] for p in touched.users_licensed if p in prev.user_by_principal)
+    list_pages = max(1, prev.tables["users"].num_rows // 100)
+    projects = frozenset((touched.projects_created | touched.projects_changed) - touched.projects_deleted)
+    return Plan(
+        removed_users=frozenset(d for p in touched.users_removed if (d := prev.user_by_principal.get(p))),
+        known_licensed=known,
+        unknown_licensed=frozenset(p for p in touched.users_licensed if p not in prev.user_by_principal),
+        read_all_entitlements=touched.all_entitlements or len(known) > list_pages,
+        projects_to_read=projects,
+        team_projects=frozenset({p for p, _n in touched.groups_created if p} - projects - touched.projects_deleted))
+
+
+# ---- the reads ---------------------------------------------------------------------------------------
+@dataclass
+class Reads:
+    """What this run's reads found."""
+
+    entitlements: dict[str, dict[str, Any]] = field(default_factory=dict)  # descriptor -> entitlement fields
+    removed_users: set[str] = field(default_factory=set)  # descriptors
+    group_rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # descriptor -> row (new/changed)
+    deleted_groups: set[str] = field(default_factory=set)  # descriptors
+    project_rows: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # id -> row, None: gone
+    project_teams: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # project id -> teams JSON
+    project_groups: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # project id -> groups JSON
+    created_groups: list[dict[str, Any]] = field(default_factory=list)  # Graph subjects
+    service_principals: list[dict[str, Any]] = field(default_factory=list)  # rows (re-read every run)
+    organizations: list[dict[str, Any]] | None = None  # rows, when synced
+    team_admins: dict[str, list[str]] | None = None  # the ACL read, when teams are synced
+
+
+async def _read_changes(client: AzureDevOpsClient, touched: Touched, prev: Prev, plan: Plan,
+                        options: SyncOptions, sign_ins_since: datetime) -> Reads:
+    r = Reads(removed_users=set(plan.removed_users))
+    one_by_one = [] if plan.read_all_entitlements else sorted(plan.known_licensed)
+    sp_task = asyncio.ensure_future(_service_principals(client))
+    org_task = asyncio.ensure_future(_organizations(client, options))
+    acl_task = asyncio.ensure_future(_team_admins(client, options))
+    try:
+        await asyncio.gather(
+            *(_one_entitlement(client, prev, r, d) for d in one_by_one),
+            _all_entitlements(client, r) if plan.read_all_entitlements else asyncio.sleep(0),
+            _entitlements_down_to(client, r, "lastAccessed", "last_accessed", sign_ins_since),
+            _entitlements_down_to(client, r, "dateCreated", "date_created", sign_ins_since)
+            if plan.unknown_licensed and not plan.read_all_entitlements else asyncio.sleep(0),
+            *(_project(client, r, p) for p in sorted(plan.projects_to_read)),
+            *(_created_group(client, r, n) for p, n in sorted(touched.groups_created, key=str)
+              if p not in plan.projects_to_read),
+            *(_project_teams(client, r, p) for p in sorted(plan.team_projects)),
+            sp_task, org_task, acl_task)
+    except BaseException:
+        for t in (sp_task, org_task, acl_task):
+            t.cancel()
+        raise
+    r.service_principals, r.organizations, r.team_admins = sp_task.result(), org_task.result(), acl_task.result()
+    for pid in touched.projects_deleted:
+        r.project_rows[pid] = None
+    return r
+
+
+def _ent_descriptor(ent: Mapping[str, Any]) -> str | None:
+    d = (ent.get("user") or {}).get("descriptor")
+    return str(d) if d else None
+
+
+async def _one_entitlement(client: AzureDevOpsClient, prev: Prev, r: Reads, d: str) -> None:
+    key = prev.user_key_of.get(d)
+    ent = await client.entitlements.get_user_entitlement(key) if key else None
+    if ent is None or _ent_descriptor(ent) != d:
+        r.removed_users.add(d)
+    else:
+        r.entitlements[d] = rows.entitlement_fields(ent)
+
+
+async def _entitlements_down_to(client: AzureDevOpsClient, r: Reads, order: str, column: str,
+                                since: datetime) -> None:
+    """The entitlement list ordered by `order` desc, only down to `since` (sign-ins, new users)."""
+    async for page in client.entitlements.iter_user_entitlements(order_by=f"{order} desc"):
+        oldest: datetime | None = None
+        for ent in page:
+            fields = rows.entitlement_fields(ent)
+            d = _ent_descriptor(ent)
+            if d and (fields[column] is not None and fields[column] >= since):
+                r.entitlements[d] = fields
+            oldest = fields[column]
+        if not page or oldest is None or oldest < since:
+            return
+
+
+async def _all_entitlements(client: AzureDevOpsClient, r: Reads) -> None:
+    async for page in client.entitlements.iter_user_entitlements():
+        for ent in page:
+            d = _ent_descriptor(ent)
+            if d:
+                r.entitlements[d] = rows.entitlement_fields(ent)
+
+
+async def _project(client: AzureDevOpsClient, r: Reads, pid: str) -> None:
+    p = await client.core.get_project(pid)
+    r.project_rows[pid] = rows.project_row(p) if p else None
+    if p is None:
+        return
+    await _project_teams(client, r, pid)
+    scope = await client.graph.descriptor_of(pid)
+    found: list[dict[str, Any]] = []
+    async for page in client.graph.iter_groups(scope_descriptor=scope):
+        found.extend(page)
+    r.project_groups[pid] = found
+
+
+async def _project_teams(client: AzureDevOpsClient, r: Reads, pid: str) -> None:
+    teams: list[dict[str, Any]] = []
+    async for page in client.core.iter_project_teams(pid):
+        teams.extend(page)
+    r.project_teams[pid] = teams
+
+
+async def _created_group(client: AzureDevOpsClient, r: Reads, principal: str) -> None:
+    name = principal.split("\\", 1)[-1]
+    for s in await client.graph.query_subjects(name, ["Group"]):
+        if str(s.get("principalName") or "").lower() == principal.lower() and s.get("descriptor"):
+            r.created_groups.append(s)
+            return
+    # Not there now: created and deleted again within the window (its delete event drops it).
+
+
+async def _service_principals(client: AzureDevOpsClient) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    async for page in client.graph.iter_service_principals():
+        out.extend(rows.service_principal_row(sp) for sp in page)
+    return out
+
+
+async def _organizations(client: AzureDevOpsClient, options: SyncOptions) -> list[dict[str, Any]] | None:
+    if not options.sync_organizations:
+        return None
+    return [rows.organization_row(a) for a in await client.accounts.list_organizations()]
+
+
+async def _team_admins(client: AzureDevOpsClient, options: SyncOptions) -> dict[str, list[str]] | None:
+    if not options.sync_teams:
+        return None
+    try:
+        return await client.security.team_administrators()
+    except (AuthenticationError, PermissionDeniedError, NotFoundError) as exc:
+        raise FullSyncNeeded(f"team administrators cannot be read in one request (HTTP {exc.status}); the "
+                             "incremental sync needs the 'Security (Manage)' scope when sync_teams is on") from exc
+
+
+# ---- groups and teams --------------------------------------------------------------------------------
+async def _patch_groups(client: AzureDevOpsClient, prev: Prev, touched: Touched, r: Reads,
+                        options: SyncOptions) -> tuple[pa.Table, pa.Table, frozenset[str], dict[str, str]]:
+    """(teams, groups, team ids, storage key -> group descriptor) after the run's group changes; the
+    groups found deleted go into `r.deleted_groups`, new and changed ones into `r.group_rows`."""
+    groups = prev.tables["groups"]
+    gone_projects = {p for p, row in r.project_rows.items() if row is None}
+    new_team_json = [t for ts in r.project_teams.values() for t in ts]
+    teams = prev.tables["teams"]
+    for pid in gone_projects | set(r.project_teams):
+        teams = _drop(teams, "project_id", [pid])
+    team_ids = prev.team_ids | {str(t["id"]).lower() for t in new_team_json}
+    if options.sync_teams:
+        teams = _add(teams, [rows.team_row(t) for t in new_team_json], schemas.TEAMS)
+    # Team ids of groups of re-listed or removed projects come from the new team lists only.
+    relisted = sorted(gone_projects | set(r.project_groups))
+    stale_team_groups = set(_rows_where(groups, "project_id", relisted)["descriptor"].to_pylist()) if relisted \
+        else set()
+    for g in [*r.created_groups, *(g for found in r.project_groups.values() for g in found)]:
+        r.group_rows[g["descriptor"]] = rows.group_row(g, team_ids)
+    r.deleted_groups |= {d for key in touched.groups_deleted if (d := prev.group_by_key.get(key))}
+    r.deleted_groups |= stale_team_groups - set(r.group_rows)
+    # Renamed / re-described groups: one batched subject look-up for all of them.
+    changed = sorted({d for key in touched.groups_changed
+                      if (d := prev.group_by_key.get(key)) and d not in r.deleted_groups})
+    found_subjects = await client.graph.lookup_subjects(changed) if changed else {}
+    for d in changed:
+        subject = found_subjects.get(d)
+        if subject is None:
+            r.deleted_groups.add(d)
+        else:
+            r.group_rows[d] = rows.group_row(subject, team_ids)
+    new_groups = _drop(_drop(groups, "descriptor", r.deleted_groups), "descriptor", r.group_rows)
+    new_groups = _add(new_groups, list(r.group_rows.values()), schemas.GROUPS)
+    group_by_key = {**prev.group_by_key,
+                    **{str(row["storage_key"]).lower(): d for d, row in r.group_rows.items() if row["storage_key"]}}
+    return teams, new_groups, team_ids, group_by_key
+
+
+# ---- memberships -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MembershipPatch:
+    table: pa.Table
+    containers: list[str]  # the groups re-read (for reconciliation: each answered once)
+    answered: dict[str, int]
+    new_edges: list[tuple[str, str]]  # (container, member) of the containers whose members changed
+    storage_keys: dict[str, str]  # lower-case storage key -> descriptor, for resolving members
+
+
+async def _containers(client: AzureDevOpsClient, touched: Touched, groups: pa.Table, r: Reads,
+                      group_by_key: Mapping[str, str]) -> list[str]:
+    """The groups whose direct members are re-read: those events named, every Entra group (drift the
+    audit log never reports), new and changed groups, and on project creation or deletion the
+    organization-scope groups (projects link their groups into them without membership events)."""
+    containers: set[str] = set()
+    unknown_keys: list[str] = []
+    for key in touched.containers:
+        d = group_by_key.get(key)
+        if d:
+            containers.add(d)
+        else:
+            unknown_keys.append(key)
+    if unknown_keys:
+        for ident in await client.identities.read_many(identity_ids=unknown_keys):
+            d = ident.get("subjectDescriptor")
+            if d and str(d).split(".", 1)[0] in GROUP_TYPES:
+                containers.add(str(d))
+    descriptors, kinds, scopes = (groups[c].to_pylist() for c in ("descriptor", "kind", "scope"))
+    containers |= {d for d, k in zip(descriptors, kinds, strict=True) if k == "aadgp"}
+    containers |= set(r.group_rows)
+    if touched.projects_created or touched.projects_deleted:
+        containers |= {d for d, s in zip(descriptors, scopes, strict=True) if s == "organization"}
+    return sorted(containers - r.deleted_groups)
+
+
+async def _patch_memberships(client: AzureDevOpsClient, prev: Prev, touched: Touched, r: Reads, groups: pa.Table,
+                             group_by_key: Mapping[str, str]) -> MembershipPatch:
+    containers = await _containers(client, touched, groups, r, group_by_key)
+    storage_keys = {**group_by_key, **{k.lower(): d for d, k in prev.user_key_of.items()}}
+    edges_by_container: dict[str, list[str]] = {}
+    answered: dict[str, int] = {}
+    async for container, members in client.memberships(containers, storage_keys=storage_keys):
+        edges_by_container[container] = list(members)
+        answered[container] = answered.get(container, 0) + 1
+    memberships = prev.tables["memberships"]
+    # Only containers whose members differ are patched: an unchanged table stays the previous file.
+    old_edges: dict[str, set[str]] = {}
+    before = _rows_where(memberships, "container_descriptor", edges_by_container)
+    for c, m in zip(before["container_descriptor"].to_pylist(), before["member_descriptor"].to_pylist(), strict=True):
+        old_edges.setdefault(c, set()).add(m)
+    edges_by_container = {c: ms for c, ms in edges_by_container.items() if set(ms) != old_edges.get(c, set())}
+    memberships = _drop(memberships, "container_descriptor", set(edges_by_container) | r.deleted_groups)
+    memberships = _drop(memberships, "member_descriptor", r.deleted_groups | r.removed_users)
+    new_edges = [(c, m) for c, ms in edges_by_container.items() for m in ms]
+    if new_edges:
+        cs, ms = [c for c, _ in new_edges], [m for _, m in new_edges]
+        memberships = pa.concat_tables([memberships, pa.table({
+            "container_descriptor": pa.array(cs, pa.string()), "member_descriptor": pa.array(ms, pa.string()),
+            "member_kind": pa.array([rows.member_kind(m) for m in ms], pa.string())}, schema=schemas.MEMBERSHIPS)])
+    return MembershipPatch(memberships, containers, answered, new_edges, storage_keys)
+
+
+# ---- subjects met for the first time (new users, build services, Entra groups) -----------------------
+@dataclass
+class NewSubjects:
+    users: list[dict[str, Any]] = field(default_factory=list)  # Graph subjects
+    service_accounts: list[dict[str, Any]] = field(default_factory=list)  # rows
+    groups: list[dict[str, Any]] = field(default_factory=list)  # rows
+
+
+async def _new_subjects(client: AzureDevOpsClient, prev: Prev, r: Reads, groups: pa.Table, sps: pa.Table,
+                        new_edges: list[tuple[str, str]], team_ids: frozenset[str]) -> NewSubjects:
+    known = (prev.known_users | set(prev.tables["service_accounts"]["descriptor"].to_pylist())
+             | set(sps["descriptor"].to_pylist()) | set(groups["descriptor"].to_pylist()))
+    fresh_members = {m for _c, m in new_edges if m not in known and m not in r.removed_users
+                     and rows.member_kind(m) != "other"}
+    fresh_users = {d for d in r.entitlements if d not in prev.known_users and d not in r.removed_users}
+    lookup = sorted(fresh_members | fresh_users)
+    subjects = await client.graph.lookup_subjects(lookup) if lookup else {}
+    out = NewSubjects()
+    member_keys = {d: k for k, d in client.member_keys.items()}
+    missing_ents = []
+    for d in lookup:
+        s = subjects.get(d)
+        if s is None:
+            continue
+        kind = rows.subject_type(d)
+        if kind in rows.USER_TYPES:
+            if d not in r.entitlements and d in member_keys:
+                missing_ents.append(d)
+            out.users.append(dict(s))
+        elif kind in rows.SERVICE_ACCOUNT_TYPES:
+            out.service_accounts.append(rows.service_account_row(s))
+        elif kind in GROUP_TYPES:
+            out.groups.append(rows.group_row(s, team_ids))
+    for d in missing_ents:
+        ent = await client.entitlements.get_user_entitlement(member_keys[d])
+        if ent is not None:
+            r.entitlements[d] = rows.entitlement_fields(ent)
+    return out
+
+
+# ---- users -------------------------------------------------------------------------------------------
+def _patch_users(prev: Prev, touched: Touched, plan: Plan, r: Reads, new_users: list[dict[str, Any]],
+                 memberships: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(users, memberships): removed users dropped, changed entitlements patched, new users added."""
+    users = _drop(prev.tables["users"], "descriptor", r.removed_users)
+    patched = [d for d in r.entitlements if d in prev.known_users and d not in r.removed_users]
+    empty_ent = dict.fromkeys(rows.entitlement_fields({}))
+    if plan.read_all_entitlements:
+        # Users a licence event named who are no longer in the list have left the organization.
+        named = {prev.user_by_principal[p] for p in touched.users_licensed | touched.users_removed
+                 if p in prev.user_by_principal}
+        r.removed_users |= {d for d in named if d not in r.entitlements}
+        users = _drop(users, "descriptor", r.removed_users)
+        memberships = _drop(memberships, "member_descriptor", r.removed_users)
+        patched = list(users["descriptor"].to_pylist())
+    if patched:
+        old = {row["descriptor"]: row for row in _rows_of(users, patched)}
+        users = _drop(users, "descriptor", patched)
+        users = _add(users, [{**old[d], **r.entitlements.get(d, empty_ent)} for d in patched], schemas.USERS)
+    users = _add(users, [rows.user_row(s, r.entitlements.get(s["descriptor"])) for s in new_users], schemas.USERS)
+    return users, memberships
+
+
+# ---- the step ----------------------------------------------------------------------------------------
+async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, snapshot: str, options: SyncOptions,
+                           prev_manifest: Mapping[str, Any], touched: Touched, *, sign_ins_since: datetime,
+                           manifest: Mapping[str, Any]) -> SyncReport:
+    """Previous snapshot + the patches `touched` and the every-run re-reads call for → `snapshot`."""
+    started = time.monotonic()
+    prev_snapshot = str(prev_manifest["snapshot"])
+    prev = _index(prev_snapshot, await asyncio.to_thread(_read_prev, store, org, prev_snapshot))
+    plan = _plan(touched, prev)
+    r = await _read_changes(client, touched, prev, plan, options, sign_ins_since)
+    teams, groups, team_ids, group_by_key = await _patch_groups(client, prev, touched, r, options)
+    m = await _patch_memberships(client, prev, touched, r, groups, group_by_key)
+    sps = pa.Table.from_pylist(r.service_principals, schema=schemas.SERVICE_PRINCIPALS)
+    fresh = await _new_subjects(client, prev, r, groups, sps, m.new_edges, team_ids)
+    groups = _add(groups, fresh.groups, schemas.GROUPS)
+    users, memberships = _patch_users(prev, touched, plan, r, fresh.users, m.table)
+    svc = _add(prev.tables["service_accounts"], fresh.service_accounts, schemas.SERVICE_ACCOUNTS)
+    projects = _add(_drop(prev.tables["projects"], "id", r.project_rows),
+                    [row for row in r.project_rows.values() if row is not None], schemas.PROJECTS)
+    team_members = prev.tables["team_members"]
+    admin_identities: list[dict[str, Any]] | None = None
+    if options.sync_teams:
+        assert r.team_admins is not None
+        team_members, admin_identities = await _team_members(
+            client, store, org, prev_snapshot, prev.tables["team_members"], teams, groups, memberships,
+            users, svc, sps, r.team_admins, m.storage_keys)
+    tables: dict[str, pa.Table] = {
+        "users": users, "service_accounts": svc, "service_principals": sps, "groups": groups,
+        "memberships": memberships, "projects": projects, "teams": teams, "team_members": team_members,
+        "organizations": pa.Table.from_pylist(r.organizations, schema=schemas.ORGANIZATIONS)
+        if r.organizations is not None else prev.tables["organizations"],
+    }
+    report = SyncReport(org=org, snapshot=snapshot)
+    stats = client.stats
+    report.requests = stats.total
+    report.requests_by_endpoint = dict(stats.by_endpoint)
+    report.retries = stats.retries
+    report.throttled = stats.throttled
+    report.notes = list(stats.notes)
+    facts = reconcile.Facts(groups_requested=m.containers, groups_answered=m.answered)
+    await asyncio.to_thread(_commit, store, org, snapshot, prev_snapshot, prev.tables, tables, report, options,
+                            facts, manifest)
+    if admin_identities is not None:
+        write_admin_identities(store, org, snapshot, admin_identities)
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+# ---- team members, and the commit --------------------------------------------------------------
+async def _team_members(client: AzureDevOpsClient, store: Store, org: str, prev_snapshot: str, prev_tm: pa.Table,
+                        teams: pa.Table, groups: pa.Table, memberships: pa.Table, users: pa.Table,
+                        svc: pa.Table, sps: pa.Table, acl: dict[str, list[str]],
+                        storage_keys: dict[str, str]) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """team_members rebuilt from the patched groups and memberships and this run's ACL read, as the
+    full sync builds it (sync/teams.py); administrators' identities come from the previous run's
+    look-ups, only new ones are read."""
+    team_ids = teams["id"].to_pylist()
+    team_set = {t.lower() for t in team_ids}
+    team_of_group = {d: k for d, k, is_team in zip(groups["descriptor"].to_pylist(), groups["storage_key"].to_pylist(),
+                                                   groups["is_team"].to_pylist(), strict=True)
+                     if is_team and k and k.lower() in team_set}
+    team_edges_tbl = memberships.filter(pc.is_in(memberships["container_descriptor"],
+                                                 value_set=pa.array(list(team_of_group), pa.string())))
+    team_edges: dict[str, list[str]] = {}
+    for c, m in zip(team_edges_tbl["container_descriptor"].to_pylist(),
+                    team_edges_tbl["member_descriptor"].to_pylist(), strict=True):
+        team_edges.setdefault(c, []).append(m)
+    known = read_admin_identities(store, org, prev_snapshot)
+    by_legacy = {str(i.get("descriptor") or "").lower(): i for i in known}
+    wanted = sorted({d for t in team_ids for d in acl.get(t.lower(), ())})
+    missing = [d for d in wanted if d.lower() not in by_legacy]
+    if missing:
+        for ident in await client.identities.read_many(descriptors=missing, decoder=IDENTITY_REFS_PAGE):
+            by_legacy[str(ident.get("descriptor") or "").lower()] = ident
+    found = [by_legacy[d.lower()] for d in wanted if d.lower() in by_legacy]
+    admins, admin_info, _unresolved = team_logic.admins_by_team(acl, team_ids, found)
+    needed = {m for ms in team_edges.values() for m in ms} | {d for ds in admins.values() for d in ds}
+    names: dict[str, str] = {}
+    for tbl in (groups, sps, users, svc):
+        sub = tbl.filter(pc.is_in(tbl["descriptor"], value_set=pa.array(sorted(needed), pa.string())))
+        names.update((d, n) for d, n in zip(sub["descriptor"].to_pylist(), sub["display_name"].to_pylist(),
+                                            strict=True) if n is not None)
+    key_of: dict[str, str] = {}
+    for d, k in zip(prev_tm["member_descriptor"].to_pylist(), prev_tm["member_storage_key"].to_pylist(), strict=True):
+        if k:
+            key_of[d] = k
+    key_of.update({d: k for k, d in storage_keys.items()})
+    key_of.update({d: k for k, d in client.member_keys.items()})
+    for d, (k, name) in admin_info.items():
+        if k:
+            key_of.setdefault(d, k)
+        if name and d not in names:
+            names[d] = name
+    out = team_logic.team_member_rows(team_of_group, team_edges, admins, key_of, names)
+    return pa.Table.from_pylist(out, schema=schemas.TEAM_MEMBERS), found
+
+
+def _same(a: pa.Table, b: pa.Table, name: str) -> bool:
+    """The same rows (in any order): the table is then shared with the previous snapshot."""
+    if a is b:
+        return True
+    if a.num_rows != b.num_rows:
+        return False
+    schema = schemas.RAW_TABLES[name]
+    keys = [(k, "ascending") for k in schemas.key_columns(schema)]
+    return bool(a.cast(schema).sort_by(keys).equals(b.cast(schema).sort_by(keys)))
+
+
+def _commit(store: Store, org: str, snapshot: str, prev_snapshot: str, prev: Mapping[str, pa.Table],
+            tables: Mapping[str, pa.Table], report: SyncReport, options: SyncOptions, facts: reconcile.Facts,
+            manifest: Mapping[str, Any]) -> None:
+    """Write the snapshot aside (unchanged tables are hard links to the previous snapshot's files, never
+    rewritten), reconcile it as a full sync's is, and switch `latest` to it in one step; a snapshot
+    that does not reconcile is rejected (kept under _rejected/) and the run falls back to a full sync."""
+    with store.begin(org, snapshot) as draft:
+        for name, table in tables.items():
+            if _same(table, prev[name], name):
+                draft.link(name, prev_snapshot)
+                report.tables_linked.append(name)
+            else:
+                draft.write_table(name, table.cast(schemas.RAW_TABLES[name]))
+        report.reconciliation = reconcile.reconcile(
+            {n: pq.read_table(draft.table_path(n), columns=reconcile.columns_needed(n)) for n in tables}, facts)
+        failed = reconcile.failures(report.reconciliation)
+        if failed:
+            kept = draft.reject(f"{f.table}: {f.rule} failed for {f.count} {f.unit}"
+                                + (f"; e.g. {', '.join(f.examples)}" if f.examples else "") for f in failed)
+            raise FullSyncNeeded("the patched snapshot did not reconcile ("
+                                 + "; ".join(f"{f.table}: {f.rule}, {f.count} {f.unit}" for f in failed)
+                                 + f"); kept at {kept}")
+        enabled = {n: _enabled(n, options) for n in tables}
+        for name, table in tables.items():
+            report.tables[name] = TableResult(table.num_rows, store.latest_path(name, org), enabled[name])
+        state = dict(manifest.get("incremental") or {})
+        state["tables_linked"] = list(report.tables_linked)
+        draft.commit({n: {"enabled": enabled[n]} for n in tables}, simulated=options.simulated,
+                     extra={**dict(manifest), "requests": report.requests, "incremental": state})
+
+
+# ---- table helpers -----------------------------------------------------------------------------------
+def _drop(table: pa.Table, column: str, values: Iterable[str]) -> pa.Table:
+    vals = list(values)
+    if not vals or table.num_rows == 0:
+        return table
+    mask = pc.is_in(table[column], value_set=pa.array(vals, pa.string()))
+    return table.filter(pc.invert(pc.fill_null(mask, False)))
+
+
+def _add(table: pa.Table, new_rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    if not new_rows:
+        return table
+    return pa.concat_tables([table, pa.Table.from_pylist(new_rows, schema=schema)])
+
+
+def _lower_map(keys: pa.ChunkedArray, values: pa.ChunkedArray) -> dict[str, str]:
+    return {str(k).lower(): str(v) for k, v in zip(keys.to_pylist(), values.to_pylist(), strict=True) if k and v}
+
+
+def _rows_where(table: pa.Table, column: str, values: Iterable[str]) -> pa.Table:
+    return table.filter(pc.fill_null(pc.is_in(table[column], value_set=pa.array(list(values), pa.string())), False))
+
+
+def _rows_of(table: pa.Table, descriptors: Iterable[str]) -> list[dict[str, Any]]:
+    wanted = list(descriptors)
+    if not wanted:
+        return []
+    found: list[dict[str, Any]] = table.filter(pc.is_in(table["descriptor"],
+                                                        value_set=pa.array(wanted, pa.string()))).to_pylist()
+    return found
+
+
+# ---- team administrators' identities, kept beside the snapshot ---------------------------------------
+def _admins_path(store: Store, org: str, snapshot: str) -> Path:
+    return store.data_dir / STATE_DIR / f"org={org}" / f"{snapshot}.admin_identities.json"
+
+
+def write_admin_identities(store: Store, org: str, snapshot: str, identities: list[dict[str, Any]]) -> None:
+    path = _admins_path(store, org, snapshot)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(identities, default=str))
+    os.replace(tmp, path)
+    # Only the newest few are ever read (the next run reads its previous snapshot's): drop the rest.
+    for old in sorted(path.parent.glob("*.admin_identities.json"))[:-3]:
+        old.unlink(missing_ok=True)
+
+
+def read_admin_identities(store: Store, org: str, snapshot: str) -> list[dict[str, Any]]:
+    path = _admins_path(store, org, snapshot)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+
