@@ -55,7 +55,7 @@ Choices:
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -443,139 +443,191 @@ def random_ops(org: OrgState, rng: random.Random, n: int) -> list[dict]:
     return ops[:n]
 
 
-def _random_op(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+def _op_add_member(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
     org = sh.org
-    if kind == "add_member":
-        container = _pick(rng, sh.containers, sh.alive_group)
-        if container is None:
-            return None
-        if rng.random() < 0.85 or not sh.member_groups:
-            member = _pick(rng, sh.users, sh.alive_user)
-            if member is None:
-                return None
-        else:
-            # Groups are nested into built-in groups only, which keeps nesting shallow (~5 levels).
-            target = org.identities.get(container)
-            if target is None or target.role is None:
-                return None
-            # Same project or organization-wide groups only (cross-project nesting is unusual).
-            member = _pick(rng, sh.member_groups, lambda g: sh.alive_group(g) and g != container
-                           and sh.group_scope.get(g) in (None, target.project_id))
-            if member is None or sh.reaches(member, container):
-                return None
-            sh.added_group_edges.setdefault(container, set()).add(member)
-        return {"op": "add_member", "container": container, "member": member}
-    if kind == "remove_member":
-        user = _pick(rng, sh.users, lambda u: sh.alive_user(u) and u in org.identities)
-        if user is None:
-            return None
-        ups = sorted(c for c in org.up.get(user, ()) if sh.alive_group(c)
-                     and org.identities[c].subject_type == "vssgp")
-        if not ups:
-            return None
-        return {"op": "remove_member", "container": rng.choice(ups), "member": user}
-    if kind == "change_license":
-        user = _pick(rng, sh.users, sh.alive_user)
-        if user is None:
-            return None
-        return {"op": "change_license", "user": user,
-                "license": rng.choices(("express", "stakeholder", "vs_enterprise", "advanced", "none"),
-                                       (5, 3, 2, 1, 1))[0]}
-    if kind == "add_user":
-        for _ in range(10):
-            first, last = rng.choice(_FIRST), rng.choice(_LAST)
-            r = rng.random()
-            if r < 0.8:
-                upn = f"{first}.{last}{rng.randrange(1000)}@{domain}".lower()
-                kind_ = "aad"
-            elif r < 0.9:
-                upn = f"{first}.{last}{rng.randrange(1000)}_partner.example#EXT#@{domain}".lower()
-                kind_ = "aad"
-            else:
-                upn = f"{first}.{last}{rng.randrange(1000)}@outlook.com".lower()
-                kind_ = "msa"
-            if upn not in sh.principals:
-                sh.principals.add(upn)
-                sh.users.append(upn)
-                sh.user_kind[upn] = kind_
-                return {"op": "add_user", "principal_name": upn, "display_name": f"{first} {last}",
-                        "license": rng.choices(("express", "stakeholder", "vs_enterprise"), (7, 2, 1))[0]}
+    container = _pick(rng, sh.containers, sh.alive_group)
+    if container is None:
         return None
-    if kind == "remove_user":
-        # Only users outside Entra groups: an Entra group would keep them in the organization.
-        user = _pick(rng, sh.users, lambda u: sh.alive_user(u) and u in org.identities
-                     and org.identities[u].storage_key != org.owner_key and u not in sh.actors
-                     and sh.user_oid.get(u) not in sh.entra_members_oids)
-        if user is None:
-            return None
-        sh.removed.add(user)
-        return {"op": "remove_user", "user": user}
-    if kind == "create_group":
-        live = [p for p in sh.projects if p not in sh.deleted_projects]
-        pid = rng.choice(live) if live and rng.random() < 0.8 else None
-        scope = org.projects[pid].name if pid else org.name
-        for _ in range(5):
-            name = f"{rng.choice(_GROUP_NAMES)} {rng.randrange(100)}"
-            principal = f"[{scope}]\\{name}"
-            if principal.lower() not in sh.group_names:
-                sh.group_names.add(principal.lower())
-                # New groups can receive members later in the same script (by principal name).
-                sh.containers.append(principal)
-                sh.group_scope[principal] = pid
-                return {"op": "create_group", "name": name, "project_id": pid,
-                        "description": f"{name} (created by script)."}
-        return None
-    if kind == "delete_group":
-        g = _pick(rng, sh.deletable, sh.alive_group)
-        if g is None:
-            return None
-        sh.deleted.add(g)
-        return {"op": "delete_group", "descriptor": g}
-    if kind in ("add_team_admin", "remove_team_admin"):
-        team_id = _pick(rng, sh.teams, lambda t: org.teams[t].project_id not in sh.deleted_projects
-                        and org.teams[t].group_descriptor not in sh.deleted)
-        if team_id is None:
-            return None
-        if kind == "add_team_admin":
-            member = _pick(rng, sh.users, sh.alive_user)
-        else:
-            admins = sorted(a for a in org.teams[team_id].admins if a not in sh.removed)
-            member = rng.choice(admins) if len(admins) > 1 else None  # keep at least one admin
+    if rng.random() < 0.85 or not sh.member_groups:
+        member = _pick(rng, sh.users, sh.alive_user)
         if member is None:
             return None
-        return {"op": kind, "team_id": team_id, "member": member}
-    if kind in ("entra_add", "entra_remove"):
-        if not sh.entra_groups:
+    else:
+        # Groups are nested into built-in groups only, which keeps nesting shallow (~5 levels).
+        target = org.identities.get(container)
+        if target is None or target.role is None:
             return None
-        _gd, oid = sh.entra_groups[rng.randrange(len(sh.entra_groups))]
-        if kind == "entra_add":
-            user = _pick(rng, sh.users, lambda u: sh.alive_user(u) and u in sh.user_oid)
-            if user is None:
-                return None
-            sh.entra_members_oids.add(sh.user_oid[user])
-            return {"op": "entra_add", "group_oid": oid, "member_oid": sh.user_oid[user]}
-        members = sorted(org.world.entra_members.get(oid, ()))
-        if not members:
+        # Same project or organization-wide groups only (cross-project nesting is unusual).
+        member = _pick(rng, sh.member_groups, lambda g: sh.alive_group(g) and g != container
+                       and sh.group_scope.get(g) in (None, target.project_id))
+        if member is None or sh.reaches(member, container):
             return None
-        return {"op": "entra_remove", "group_oid": oid, "member_oid": rng.choice(members)}
-    if kind == "set_last_access":
-        user = _pick(rng, sh.users, sh.alive_user)
-        return None if user is None else {"op": "set_last_access", "user": user}
-    if kind == "create_project":
-        for _ in range(5):
-            name = f"{rng.choice(_PROJECT_NAMES)}-{rng.randrange(1000)}"
-            if name.lower() not in sh.project_names:
-                sh.project_names.add(name.lower())
-                return {"op": "create_project", "name": name, "description": "Created by script."}
+        sh.added_group_edges.setdefault(container, set()).add(member)
+    return {"op": "add_member", "container": container, "member": member}
+
+
+def _op_remove_member(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+    org = sh.org
+    user = _pick(rng, sh.users, lambda u: sh.alive_user(u) and u in org.identities)
+    if user is None:
         return None
-    if kind == "delete_project":
-        live = [p for p in sh.projects if p not in sh.deleted_projects]
-        if len(live) <= 2 or len(sh.deleted_projects) >= max(1, len(sh.projects) // 20):
+    ups = sorted(c for c in org.up.get(user, ()) if sh.alive_group(c)
+                 and org.identities[c].subject_type == "vssgp")
+    if not ups:
+        return None
+    return {"op": "remove_member", "container": rng.choice(ups), "member": user}
+
+
+def _op_change_license(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+    user = _pick(rng, sh.users, sh.alive_user)
+    if user is None:
+        return None
+    return {"op": "change_license", "user": user,
+            "license": rng.choices(("express", "stakeholder", "vs_enterprise", "advanced", "none"),
+                                   (5, 3, 2, 1, 1))[0]}
+
+
+def _op_add_user(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+    for _ in range(10):
+        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        r = rng.random()
+        if r < 0.8:
+            upn = f"{first}.{last}{rng.randrange(1000)}@{domain}".lower()
+            kind_ = "aad"
+        elif r < 0.9:
+            upn = f"{first}.{last}{rng.randrange(1000)}_partner.example#EXT#@{domain}".lower()
+            kind_ = "aad"
+        else:
+            upn = f"{first}.{last}{rng.randrange(1000)}@outlook.com".lower()
+            kind_ = "msa"
+        if upn not in sh.principals:
+            sh.principals.add(upn)
+            sh.users.append(upn)
+            sh.user_kind[upn] = kind_
+            return {"op": "add_user", "principal_name": upn, "display_name": f"{first} {last}",
+                    "license": rng.choices(("express", "stakeholder", "vs_enterprise"), (7, 2, 1))[0]}
+    return None
+
+
+def _op_remove_user(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+    org = sh.org
+    # Only users outside Entra groups: an Entra group would keep them in the organization.
+    user = _pick(rng, sh.users, lambda u: sh.alive_user(u) and u in org.identities
+                 and org.identities[u].storage_key != org.owner_key and u not in sh.actors
+                 and sh.user_oid.get(u) not in sh.entra_members_oids)
+    if user is None:
+        return None
+    sh.removed.add(user)
+    return {"op": "remove_user", "user": user}
+
+
+def _op_create_group(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+    org = sh.org
+    live = [p for p in sh.projects if p not in sh.deleted_projects]
+    pid = rng.choice(live) if live and rng.random() < 0.8 else None
+    scope = org.projects[pid].name if pid else org.name
+    for _ in range(5):
+        name = f"{rng.choice(_GROUP_NAMES)} {rng.randrange(100)}"
+        principal = f"[{scope}]\\{name}"
+        if principal.lower() not in sh.group_names:
+            sh.group_names.add(principal.lower())
+            # New groups can receive members later in the same script (by principal name).
+            sh.containers.append(principal)
+            sh.group_scope[principal] = pid
+            return {"op": "create_group", "name": name, "project_id": pid,
+                    "description": f"{name} (created by script)."}
+    return None
+
+
+def _op_delete_group(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+    g = _pick(rng, sh.deletable, sh.alive_group)
+    if g is None:
+        return None
+    sh.deleted.add(g)
+    return {"op": "delete_group", "descriptor": g}
+
+
+def _op_team_admin(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+    org = sh.org
+    team_id = _pick(rng, sh.teams, lambda t: org.teams[t].project_id not in sh.deleted_projects
+                    and org.teams[t].group_descriptor not in sh.deleted)
+    if team_id is None:
+        return None
+    if kind == "add_team_admin":
+        member = _pick(rng, sh.users, sh.alive_user)
+    else:
+        admins = sorted(a for a in org.teams[team_id].admins if a not in sh.removed)
+        member = rng.choice(admins) if len(admins) > 1 else None  # keep at least one admin
+    if member is None:
+        return None
+    return {"op": kind, "team_id": team_id, "member": member}
+
+
+def _op_entra_member(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+    org = sh.org
+    if not sh.entra_groups:
+        return None
+    _gd, oid = sh.entra_groups[rng.randrange(len(sh.entra_groups))]
+    if kind == "entra_add":
+        user = _pick(rng, sh.users, lambda u: sh.alive_user(u) and u in sh.user_oid)
+        if user is None:
             return None
-        pid = rng.choice(live)
-        sh.deleted_projects.add(pid)
-        return {"op": "delete_project", "id": pid}
-    raise ValueError(kind)
+        sh.entra_members_oids.add(sh.user_oid[user])
+        return {"op": "entra_add", "group_oid": oid, "member_oid": sh.user_oid[user]}
+    members = sorted(org.world.entra_members.get(oid, ()))
+    if not members:
+        return None
+    return {"op": "entra_remove", "group_oid": oid, "member_oid": rng.choice(members)}
+
+
+def _op_set_last_access(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+    user = _pick(rng, sh.users, sh.alive_user)
+    return None if user is None else {"op": "set_last_access", "user": user}
+
+
+def _op_create_project(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+    for _ in range(5):
+        name = f"{rng.choice(_PROJECT_NAMES)}-{rng.randrange(1000)}"
+        if name.lower() not in sh.project_names:
+            sh.project_names.add(name.lower())
+            return {"op": "create_project", "name": name, "description": "Created by script."}
+    return None
+
+
+def _op_delete_project(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+    live = [p for p in sh.projects if p not in sh.deleted_projects]
+    if len(live) <= 2 or len(sh.deleted_projects) >= max(1, len(sh.projects) // 20):
+        return None
+    pid = rng.choice(live)
+    sh.deleted_projects.add(pid)
+    return {"op": "delete_project", "id": pid}
+
+
+# One generator per kind of operation (each picks its objects from the shadow state, or gives None).
+_RANDOM_OPS: dict[str, Callable[[str, _Shadow, random.Random, str], dict | None]] = {
+    "add_member": _op_add_member,
+    "remove_member": _op_remove_member,
+    "change_license": _op_change_license,
+    "add_user": _op_add_user,
+    "remove_user": _op_remove_user,
+    "create_group": _op_create_group,
+    "delete_group": _op_delete_group,
+    "add_team_admin": _op_team_admin,
+    "remove_team_admin": _op_team_admin,
+    "entra_add": _op_entra_member,
+    "entra_remove": _op_entra_member,
+    "set_last_access": _op_set_last_access,
+    "create_project": _op_create_project,
+    "delete_project": _op_delete_project,
+}
+
+
+def _random_op(kind: str, sh: _Shadow, rng: random.Random, domain: str) -> dict | None:
+    try:
+        make = _RANDOM_OPS[kind]
+    except KeyError:
+        raise ValueError(kind) from None
+    return make(kind, sh, rng, domain)
 
 
 def edges(org: OrgState) -> Iterable[tuple[str, str]]:
