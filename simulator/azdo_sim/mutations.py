@@ -193,104 +193,165 @@ def apply_ops(org: OrgState, ops: list[dict], rng: random.Random | None = None) 
             world.settle()
         actor = op.get("actor", org.owner_key) or None
         try:
-            if name == "add_member":
-                c, m = resolve(op["container"], "container"), resolve(op["member"], "member")
-                res["created"] = org.add_membership(c, m, actor_key=actor)
-            elif name == "remove_member":
-                c, m = resolve(op["container"], "container"), resolve(op["member"], "member")
-                res["removed"] = org.remove_membership(c, m, actor_key=actor)
-            elif name == "create_group":
-                pid = op.get("project_id")
-                if pid is not None and pid not in org.projects:
-                    raise SimError("not_found", f"TF200016: The following project does not exist: {pid}.")
-                scope = org.projects[pid].name if pid else org.name
-                if resolve.by_name(f"[{scope}]\\{op['name']}") is not None:
-                    raise SimError("conflict", f"A group named {op['name']} already exists.")
-                g = org.create_group(display_name=op["name"], description=op.get("description", ""),
-                                     project_id=pid, actor_key=actor)
-                resolve.remember(g)
-                res.update(created=True, descriptor=g.descriptor, storage_key=g.storage_key)
-            elif name == "delete_group":
-                d = resolve(op["descriptor"], "descriptor")
-                g = org.get(d)
-                if g.subject_type == "aadgp":
-                    # Removing an Entra group from the organization is not modelled here.
-                    raise SimError("read_only", "Microsoft Entra groups cannot be deleted in Azure DevOps.")
-                if g.role is not None or g.is_team:
-                    raise SimError("invalid", f"{g.principal_name} is a built-in group or a team.")
-                org.delete_group(d, actor_key=actor)
-                res.update(removed=True, descriptor=d)
-            elif name == "add_user":
-                if resolve.by_name(op["principal_name"]) is not None:
-                    raise SimError("conflict", f"User {op['principal_name']} already exists in the organization.")
-                user = _add_user(org, op, actor)
-                resolve.remember(user)
-                res.update(created=True, descriptor=user.descriptor, storage_key=user.storage_key)
-            elif name == "change_license":
-                key = resolve.user_key(op["user"], "user")
-                lic, source, msdn = _license(op)
-                prev = org.entitlements.get(key)
-                ent = org.set_entitlement(key, lic, source, msdn, status=prev.status if prev else "active",
-                                          actor_key=actor)
-                res["changed"] = prev is None or (prev.account_license_type, prev.licensing_source) != \
-                    (ent.account_license_type, ent.licensing_source)
-                if prev is None:
-                    res["created"] = True
-            elif name == "remove_user":
-                key = resolve.user_key(op["user"], "user")
-                if key == org.owner_key:
-                    raise SimError("forbidden", "The organization owner cannot be removed.")
-                org.remove_user(key, actor_key=actor)
-                res.update(removed=True, storage_key=key)
-            elif name == "create_project":
-                proj = org.create_project(op["name"], description=op.get("description", ""),
-                                          visibility=op.get("visibility", "private"), actor_key=actor)
-                svc = org.add_user(kind="svc", display_name=f"{proj.name} Build Service ({org.name})",
-                                   principal_name=proj.id, svc_identifier=f"{org.id}:Build:{proj.id}")
-                pcbsa = org.org_groups.get("project_collection_build_service_accounts")
-                if pcbsa:
-                    org.add_membership(pcbsa, svc.descriptor, audit=False)
-                creator = org.by_key.get(actor) if actor else None
-                if creator in org.identities:
-                    org.teams[proj.default_team_id].admins.add(creator)  # the creator administers the team
-                res.update(created=True, id=proj.id, default_team_id=proj.default_team_id,
-                           build_service=svc.descriptor)
-            elif name == "delete_project":
-                org.delete_project(op["id"], actor_key=actor)
-                res.update(removed=True, id=op["id"])
-            elif name in ("add_team_admin", "remove_team_admin"):
-                team = org.teams.get(op["team_id"])
-                if team is None:
-                    raise SimError("not_found", f"The team {op['team_id']} does not exist.")
-                m = resolve(op["member"], "member")
-                if name == "add_team_admin":
-                    res["created"] = m not in team.admins
-                    team.admins.add(m)
-                else:
-                    res["removed"] = m in team.admins
-                    team.admins.discard(m)
-            elif name in ("entra_add", "entra_remove"):
-                if world.entra_objects.get(op["group_oid"]) != "group":
-                    raise SimError("not_found", f"Entra group {op['group_oid']} does not exist.")
-                if op["member_oid"] not in world.entra_objects:
-                    raise SimError("not_found", f"Entra object {op['member_oid']} does not exist.")
-                res["changed"] = world.entra_write(op["group_oid"], op["member_oid"], name == "entra_add")
-                res["visible_at"] = world.clock.now() + world.propagation_delay
-            elif name == "set_last_access":
-                key = resolve.user_key(op["user"], "user")
-                ent = org.entitlements.get(key)
-                if ent is None:
-                    raise SimError("not_found", f"User {op['user']} has no entitlement.")
-                ent.last_accessed = _as_time(op.get("last_accessed"), world.clock.now())
-                if ent.status == "pending" and ent.last_accessed != NEVER:
-                    ent.status = "active"  # a pending user becomes active on first sign-in
-                res["changed"] = True
-            else:
+            apply = _APPLY.get(name)
+            if apply is None:
                 raise ValueError(f"unknown op {name!r}")
+            apply(org, op, res, resolve, actor)
         except SimError as exc:
             res = {"op": name, "ok": False, "error": exc.kind, "message": exc.message}
         results.append(res)
     return results
+
+
+def _apply_add_member(org: OrgState, op: dict, res: dict[str, Any], resolve: _Resolver,
+                 actor: str | None) -> None:
+    c, m = resolve(op["container"], "container"), resolve(op["member"], "member")
+    res["created"] = org.add_membership(c, m, actor_key=actor)
+
+
+def _apply_remove_member(org: OrgState, op: dict, res: dict[str, Any], resolve: _Resolver,
+                 actor: str | None) -> None:
+    c, m = resolve(op["container"], "container"), resolve(op["member"], "member")
+    res["removed"] = org.remove_membership(c, m, actor_key=actor)
+
+
+def _apply_create_group(org: OrgState, op: dict, res: dict[str, Any], resolve: _Resolver,
+                 actor: str | None) -> None:
+    pid = op.get("project_id")
+    if pid is not None and pid not in org.projects:
+        raise SimError("not_found", f"TF200016: The following project does not exist: {pid}.")
+    scope = org.projects[pid].name if pid else org.name
+    if resolve.by_name(f"[{scope}]\\{op['name']}") is not None:
+        raise SimError("conflict", f"A group named {op['name']} already exists.")
+    g = org.create_group(display_name=op["name"], description=op.get("description", ""),
+                         project_id=pid, actor_key=actor)
+    resolve.remember(g)
+    res.update(created=True, descriptor=g.descriptor, storage_key=g.storage_key)
+
+
+def _apply_delete_group(org: OrgState, op: dict, res: dict[str, Any], resolve: _Resolver,
+                 actor: str | None) -> None:
+    d = resolve(op["descriptor"], "descriptor")
+    g = org.get(d)
+    if g.subject_type == "aadgp":
+        # Removing an Entra group from the organization is not modelled here.
+        raise SimError("read_only", "Microsoft Entra groups cannot be deleted in Azure DevOps.")
+    if g.role is not None or g.is_team:
+        raise SimError("invalid", f"{g.principal_name} is a built-in group or a team.")
+    org.delete_group(d, actor_key=actor)
+    res.update(removed=True, descriptor=d)
+
+
+def _apply_add_user(org: OrgState, op: dict, res: dict[str, Any], resolve: _Resolver,
+                 actor: str | None) -> None:
+    if resolve.by_name(op["principal_name"]) is not None:
+        raise SimError("conflict", f"User {op['principal_name']} already exists in the organization.")
+    user = _add_user(org, op, actor)
+    resolve.remember(user)
+    res.update(created=True, descriptor=user.descriptor, storage_key=user.storage_key)
+
+
+def _apply_change_license(org: OrgState, op: dict, res: dict[str, Any], resolve: _Resolver,
+                 actor: str | None) -> None:
+    key = resolve.user_key(op["user"], "user")
+    lic, source, msdn = _license(op)
+    prev = org.entitlements.get(key)
+    ent = org.set_entitlement(key, lic, source, msdn, status=prev.status if prev else "active",
+                              actor_key=actor)
+    res["changed"] = prev is None or (prev.account_license_type, prev.licensing_source) != \
+        (ent.account_license_type, ent.licensing_source)
+    if prev is None:
+        res["created"] = True
+
+
+def _apply_remove_user(org: OrgState, op: dict, res: dict[str, Any], resolve: _Resolver,
+                 actor: str | None) -> None:
+    key = resolve.user_key(op["user"], "user")
+    if key == org.owner_key:
+        raise SimError("forbidden", "The organization owner cannot be removed.")
+    org.remove_user(key, actor_key=actor)
+    res.update(removed=True, storage_key=key)
+
+
+def _apply_create_project(org: OrgState, op: dict, res: dict[str, Any], resolve: _Resolver,
+                 actor: str | None) -> None:
+    proj = org.create_project(op["name"], description=op.get("description", ""),
+                              visibility=op.get("visibility", "private"), actor_key=actor)
+    svc = org.add_user(kind="svc", display_name=f"{proj.name} Build Service ({org.name})",
+                       principal_name=proj.id, svc_identifier=f"{org.id}:Build:{proj.id}")
+    pcbsa = org.org_groups.get("project_collection_build_service_accounts")
+    if pcbsa:
+        org.add_membership(pcbsa, svc.descriptor, audit=False)
+    creator = org.by_key.get(actor) if actor else None
+    if creator in org.identities:
+        org.teams[proj.default_team_id].admins.add(creator)  # the creator administers the team
+    res.update(created=True, id=proj.id, default_team_id=proj.default_team_id,
+               build_service=svc.descriptor)
+
+
+def _apply_delete_project(org: OrgState, op: dict, res: dict[str, Any], resolve: _Resolver,
+                 actor: str | None) -> None:
+    org.delete_project(op["id"], actor_key=actor)
+    res.update(removed=True, id=op["id"])
+
+
+def _apply_team_admin(org: OrgState, op: dict, res: dict[str, Any], resolve: _Resolver,
+                 actor: str | None) -> None:
+    name = op["op"]
+    team = org.teams.get(op["team_id"])
+    if team is None:
+        raise SimError("not_found", f"The team {op['team_id']} does not exist.")
+    m = resolve(op["member"], "member")
+    if name == "add_team_admin":
+        res["created"] = m not in team.admins
+        team.admins.add(m)
+    else:
+        res["removed"] = m in team.admins
+        team.admins.discard(m)
+
+
+def _apply_entra_member(org: OrgState, op: dict, res: dict[str, Any], resolve: _Resolver,
+                 actor: str | None) -> None:
+    world = org.world
+    name = op["op"]
+    if world.entra_objects.get(op["group_oid"]) != "group":
+        raise SimError("not_found", f"Entra group {op['group_oid']} does not exist.")
+    if op["member_oid"] not in world.entra_objects:
+        raise SimError("not_found", f"Entra object {op['member_oid']} does not exist.")
+    res["changed"] = world.entra_write(op["group_oid"], op["member_oid"], name == "entra_add")
+    res["visible_at"] = world.clock.now() + world.propagation_delay
+
+
+def _apply_set_last_access(org: OrgState, op: dict, res: dict[str, Any], resolve: _Resolver,
+                 actor: str | None) -> None:
+    world = org.world
+    key = resolve.user_key(op["user"], "user")
+    ent = org.entitlements.get(key)
+    if ent is None:
+        raise SimError("not_found", f"User {op['user']} has no entitlement.")
+    ent.last_accessed = _as_time(op.get("last_accessed"), world.clock.now())
+    if ent.status == "pending" and ent.last_accessed != NEVER:
+        ent.status = "active"  # a pending user becomes active on first sign-in
+    res["changed"] = True
+
+
+# What each operation does to the organization (res: the op's result, filled in).
+_APPLY: dict[str, Callable[[OrgState, dict, dict[str, Any], _Resolver, str | None], None]] = {
+    "add_member": _apply_add_member,
+    "remove_member": _apply_remove_member,
+    "create_group": _apply_create_group,
+    "delete_group": _apply_delete_group,
+    "add_user": _apply_add_user,
+    "change_license": _apply_change_license,
+    "remove_user": _apply_remove_user,
+    "create_project": _apply_create_project,
+    "delete_project": _apply_delete_project,
+    "add_team_admin": _apply_team_admin,
+    "remove_team_admin": _apply_team_admin,
+    "entra_add": _apply_entra_member,
+    "entra_remove": _apply_entra_member,
+    "set_last_access": _apply_set_last_access,
+}
 
 
 def _add_user(org: OrgState, op: dict, actor: str | None) -> Identity:
