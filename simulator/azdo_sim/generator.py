@@ -41,6 +41,8 @@ from datetime import UTC, datetime, timedelta
 
 from .state import NEVER, Clock, Identity, OrgState, World
 
+_ROLES = ("contributors", "readers", "project_administrators", "build_administrators")
+
 
 @dataclass(frozen=True, slots=True)
 class SizeSpec:
@@ -343,6 +345,17 @@ class _Builder:
 
     # ---- memberships -------------------------------------------------------------------
     def make_memberships(self) -> None:
+        """Direct memberships, in a fixed order of random draws (the same seed gives the same org)."""
+        pca, owner = self.make_collection_admins()
+        popularity, choosers = self.project_choosers()
+        entra_only = self.make_entra_members()
+        self.make_project_work(popularity, choosers, entra_only)
+        self.make_org_custom_members()
+        self.make_nesting_and_admins(owner)
+        self.make_grants_into_projects(popularity, pca)
+
+    def make_collection_admins(self) -> tuple[str, Identity]:
+        """Project Collection Administrators: the owner and a few others; (the group, the owner)."""
         rng, org, spec = self.rng, self.org, self.spec
         pca = org.org_groups["project_collection_administrators"]
         owner = self.humans[0]
@@ -350,6 +363,11 @@ class _Builder:
         admins = [owner, *rng.sample(self.humans[1:], min(spec.admins, len(self.humans) - 1))]
         for a in admins[1:]:
             self.link(pca, a.descriptor)
+        return pca, owner
+
+    def project_choosers(self) -> tuple[_Weighted, dict[str, _Weighted]]:
+        """(project popularity, per project a weighted choice of the group a person joins)."""
+        rng, org = self.rng, self.org
         n_proj = len(self.project_ids)
         # Project popularity: Zipf over a shuffled order, so old projects are not always the big ones.
         order = self.project_ids[:]
@@ -374,6 +392,11 @@ class _Builder:
                     items.append(g)
                     weights.append(0.35 / (i + 1))
             choosers[pid] = _Weighted(items, weights)
+        return popularity, choosers
+
+    def make_entra_members(self) -> set[str]:
+        """Entra group members; returns the users in the organization only through an Entra group."""
+        rng = self.rng
         # Entra groups: Zipf sizes; ~1/3 of Entra users are in one, some only through it.
         entra_pick = _Weighted([str(i) for i in range(len(self.entra))], _zipf_weights(len(self.entra)))
         entra_only: set[str] = set()
@@ -392,6 +415,12 @@ class _Builder:
                 self.entra_link(self.entra[0], self.aad_users[1])
                 self.entra_link(self.entra[0], last)
                 entra_only.add(last.descriptor)
+        return entra_only
+
+    def make_project_work(self, popularity: _Weighted, choosers: dict[str, _Weighted], entra_only: set[str]) -> None:
+        """Each person joins a long-tailed number of popular projects' groups."""
+        rng, spec = self.rng, self.spec
+        n_proj = len(self.project_ids)
         for user in self.humans:
             if user.descriptor in entra_only:
                 continue
@@ -410,14 +439,21 @@ class _Builder:
                 self.link(chooser.pick(rng), user.descriptor)
                 if rng.random() < 0.3:
                     self.link(chooser.pick(rng), user.descriptor)
+
+    def make_org_custom_members(self) -> None:
+        rng = self.rng
         # Org custom groups: a few users each (long-tailed), some empty.
         for i, g in enumerate(self.org_custom):
             size = 0 if rng.random() < 0.1 else 1 + _long_tail(rng, max(2.0, 40.0 / (i + 1)),
                                                                   len(self.humans))
             for user in rng.sample(self.humans, min(size, len(self.humans))):
                 self.link(g, user.descriptor)
+
+    def make_nesting_and_admins(self, owner: Identity) -> None:
+        """Groups nested into groups, project administrators and team administrators."""
+        rng, org = self.rng, self.org
         # Nesting: teams are in Contributors (state); tier-1 groups into tier-2 / role groups, etc.
-        roles = ("contributors", "readers", "project_administrators", "build_administrators")
+        roles = _ROLES
         for pid in self.project_ids:
             proj = org.projects[pid]
             c2 = self.custom2[pid]
@@ -440,6 +476,10 @@ class _Builder:
                 members = [d for d in self.group_members.get(t, ()) if org.identities[d].subject_kind == "user"]
                 for _ in range(1 + (rng.random() < 0.25)):
                     team.admins.add(rng.choice(members or pool))
+
+    def make_grants_into_projects(self, popularity: _Weighted, pca: str) -> None:
+        """Organization groups, Entra groups and service principals granted into projects' groups."""
+        rng, org, roles = self.rng, self.org, _ROLES
         # Org custom groups and Entra groups are granted into a few projects' groups.
         for g in self.org_custom:
             for _ in range(_long_tail(rng, 1.5, 10)):
