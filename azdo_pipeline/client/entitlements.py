@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,6 +86,109 @@ def _mostly_in(keys: list[str | None], reference: list[str | None]) -> bool:
     return bool(keys) and 2 * hits >= len(keys)
 
 
+PageReader = Callable[[str | None, str | None], Awaitable[DecodedPage]]  # (order, token) -> page
+
+
+class _BothEnds:
+    """The state of a read of the entitlement list from both ends (see iter_user_entitlement_tables)."""
+
+    def __init__(self, read_page: PageReader) -> None:
+        self.read_page = read_page
+        self.seen: set[str] = set()  # keys of the entitlements handed over
+        self.asc, self.desc = _End("name asc"), _End("name desc")
+        self.total: int | None = None  # the list's totalCount
+        self.first_keys: list[str | None] = []
+        self.met = False  # a page held an entitlement the other end had returned
+        self.complete = False  # an end reached its last page: it listed everything
+        self.flight: dict[asyncio.Future[DecodedPage], _End] = {}
+
+    @staticmethod
+    def keys_of(page: DecodedPage) -> list[str | None]:
+        return [k or d for k, d in zip(page.table.column("storage_key").to_pylist(),
+                                       page.table.column("descriptor").to_pylist(), strict=True)]
+
+    def fresh(self, page: DecodedPage, keys: list[str | None]) -> pa.Table:
+        """The page's rows not handed over before."""
+        mask = [k is not None and k not in self.seen for k in keys]
+        self.seen.update(k for k in keys if k is not None)
+        return page.table if all(mask) else page.table.filter(pa.array(mask, pa.bool_()))
+
+    async def first_page(self) -> pa.Table:
+        """The asc end's first page; decides whether the desc end is read at all."""
+        try:
+            first = await self.read_page(self.asc.order, None)
+        except AzureDevOpsError as exc:
+            if exc.status != 400:
+                raise
+            # $orderBy refused: one unordered chain, as the list is read without it.
+            log.info("userentitlements refused $orderBy (HTTP 400); reading the list from one end")
+            self.asc, self.desc.done = _End(None), True
+            first = await self.read_page(None, None)
+        self.first_keys = self.keys_of(first)
+        self.asc.keys.update(k for k in self.first_keys if k is not None)
+        table = self.fresh(first, self.first_keys)
+        total = first.scalars.get("totalCount")
+        self.total = total if isinstance(total, int) else None
+        self.asc.advance(first)
+        if self.total is None:
+            self.desc.done = True
+        elif self.total - len(self.seen) <= first.table.num_rows:
+            self.desc.done = True  # one more page of the asc end finishes the list
+        self.desc.rows = first.table.num_rows
+        return table
+
+    @property
+    def finished(self) -> bool:
+        return self.complete or (self.met and self.total is not None and len(self.seen) >= self.total)
+
+    def launch(self) -> None:
+        """Ask each end for its next page, unless the pages in flight may close the gap."""
+        expected = sum(e.rows for e in self.flight.values())
+        for end in (self.asc, self.desc):
+            if end.done or end in self.flight.values() or (end.started and end.token is None):
+                continue
+            if self.flight and (self.total is None or self.total - len(self.seen) <= expected):
+                continue  # the pages in flight may close the gap: wait for them first
+            self.flight[asyncio.ensure_future(self.read_page(end.order, end.token))] = end
+            end.started = True
+            expected += end.rows
+
+    def take(self, task: asyncio.Future[DecodedPage]) -> pa.Table | None:
+        """An answered page: its new rows (None when the end turned out to be of no use)."""
+        end = self.flight.pop(task)
+        asc, desc = self.asc, self.desc
+        try:
+            page = task.result()
+        except AzureDevOpsError as exc:
+            if end is desc and exc.status == 400 and not desc.keys:
+                log.info("userentitlements refused $orderBy=name desc (HTTP 400); one end only")
+                desc.done = True
+                return None
+            raise
+        count = page.scalars.get("totalCount")
+        if self.total is not None and isinstance(count, int):
+            self.total = max(self.total, count)
+        keys = self.keys_of(page)
+        table = self.fresh(page, keys)
+        if end is desc and not desc.keys and _mostly_in(keys, self.first_keys):
+            # desc page 1 repeats asc page 1: the service ignores $orderBy (or every name ties); a
+            # second end would only read the list twice.
+            log.info("userentitlements: name desc starts like name asc; reading from one end")
+            desc.done = True
+            return table
+        other = desc if end is asc else asc
+        self.met = self.met or any(k in other.keys for k in keys if k is not None)
+        end.keys.update(k for k in keys if k is not None)
+        end.advance(page)
+        self.complete = self.complete or end.token is None
+        return table
+
+    async def cancel(self) -> None:
+        for task in self.flight:
+            task.cancel()
+        await asyncio.gather(*self.flight, return_exceptions=True)
+
+
 class EntitlementsService:
     def __init__(self, requester: Requester, base: str) -> None:
         self._r = requester
@@ -136,99 +239,31 @@ class EntitlementsService:
         either end reaching its last page has listed everything. Pages are decoded to Arrow in a
         worker thread.
         """
-        seen: set[str] = set()
+        read = _BothEnds(self._entitlement_page)
         self.total_count = None
-
-        def keys_of(page: DecodedPage) -> list[str | None]:
-            return [k or d for k, d in zip(page.table.column("storage_key").to_pylist(),
-                                           page.table.column("descriptor").to_pylist(), strict=True)]
-
-        def fresh(page: DecodedPage, keys: list[str | None]) -> pa.Table:
-            mask = [k is not None and k not in seen for k in keys]
-            seen.update(k for k in keys if k is not None)
-            return page.table if all(mask) else page.table.filter(pa.array(mask, pa.bool_()))
-
-        asc, desc = _End("name asc"), _End("name desc")
-        try:
-            first = await self._entitlement_page(asc.order, None)
-        except AzureDevOpsError as exc:
-            if exc.status != 400:
-                raise
-            # $orderBy refused: one unordered chain, as the list is read without it.
-            log.info("userentitlements refused $orderBy (HTTP 400); reading the list from one end")
-            asc, desc.done = _End(None), True
-            first = await self._entitlement_page(None, None)
-        first_keys = keys_of(first)
-        asc.keys.update(k for k in first_keys if k is not None)
-        first_table = fresh(first, first_keys)
-        total = first.scalars.get("totalCount")
-        if not isinstance(total, int):
-            total = None
-        self.total_count = total
-        asc.advance(first)
-        if asc.token is None:
-            yield first_table
+        first = await read.first_page()
+        self.total_count = read.total
+        if read.asc.token is None:
+            yield first
             return
-        if total is None:
-            desc.done = True
-        elif total - len(seen) <= first.table.num_rows:
-            desc.done = True  # one more page of the asc end finishes the list
-        desc.rows = first.table.num_rows
-        met = False
-        complete = False  # an end reached its last page: it listed everything
-        flight: dict[asyncio.Future[DecodedPage], _End] = {}
-        ready: list[pa.Table] = [first_table]
+        ready: list[pa.Table] = [first]
         try:
             while True:
-                finished = complete or (met and total is not None and len(seen) >= total)
-                if not finished:
-                    # The next requests go out before the pages in hand are handed over, so the
-                    # caller's work on them overlaps the round trips.
-                    expected = sum(e.rows for e in flight.values())
-                    for end in (asc, desc):
-                        if end.done or end in flight.values() or (end.started and end.token is None):
-                            continue
-                        if flight and (total is None or total - len(seen) <= expected):
-                            continue  # the pages in flight may close the gap: wait for them first
-                        flight[asyncio.ensure_future(self._entitlement_page(end.order, end.token))] = end
-                        end.started = True
-                        expected += end.rows
+                if not read.finished:
+                    read.launch()  # before the pages in hand are handed over: the caller's work overlaps
                 for table in ready:
                     yield table
                 ready.clear()
-                if finished or not flight:
+                if read.finished or not read.flight:
                     return
-                done, _ = await asyncio.wait(flight, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(read.flight, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    end = flight.pop(task)
-                    try:
-                        page = task.result()
-                    except AzureDevOpsError as exc:
-                        if end is desc and exc.status == 400 and not desc.keys:
-                            log.info("userentitlements refused $orderBy=name desc (HTTP 400); one end only")
-                            desc.done = True
-                            continue
-                        raise
-                    count = page.scalars.get("totalCount")
-                    if total is not None and isinstance(count, int):
-                        total = self.total_count = max(total, count)
-                    keys = keys_of(page)
-                    ready.append(fresh(page, keys))
-                    if end is desc and not desc.keys and _mostly_in(keys, first_keys):
-                        # desc page 1 repeats asc page 1: the service ignores $orderBy (or every
-                        # name ties); a second end would only read the list twice.
-                        log.info("userentitlements: name desc starts like name asc; reading from one end")
-                        desc.done = True
-                        continue
-                    other = desc if end is asc else asc
-                    met = met or any(k in other.keys for k in keys if k is not None)
-                    end.keys.update(k for k in keys if k is not None)
-                    end.advance(page)
-                    complete = complete or end.token is None
+                    table = read.take(task)
+                    self.total_count = read.total
+                    if table is not None:
+                        ready.append(table)
         finally:
-            for task in flight:
-                task.cancel()
-            await asyncio.gather(*flight, return_exceptions=True)
+            await read.cancel()
 
     async def _entitlement_page(self, order: str | None, token: str | None) -> DecodedPage:
         params: dict[str, Any] = {"api-version": ENTITLEMENTS_VERSION}
