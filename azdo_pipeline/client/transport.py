@@ -219,6 +219,16 @@ def error_message(resp: httpx.Response) -> tuple[str, str]:
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
 
+def _damaged_error(endpoint: str, status: int, url: str, shape: Shape | None, problem: str,
+                   damaged: int) -> UnexpectedResponseError:
+    what = f" ({shape.what})" if shape is not None else ""
+    return UnexpectedResponseError(
+        f"{endpoint}: the HTTP {status} answer is not what this route returns{what}: {problem}; read {damaged} "
+        f"time{'s' if damaged > 1 else ''}, none of it used. Azure DevOps does not answer so: a proxy, firewall or "
+        "gateway on the way may be replacing its answers (check the proxy settings); if it persists, retry later",
+        status=status, url=safe_url(url), endpoint=endpoint)
+
+
 class Requester:
     """Sends requests for one organization; all services of a client share one Requester."""
 
@@ -347,32 +357,11 @@ class Requester:
         damaged = 0
         refreshed = False
         while True:
-            async with self._sem:
-                await self._wait_turn()
-                req_headers = dict(headers or {})
-                if auth and self.credential is not None:
-                    req_headers["Authorization"] = await self.credential.auth_header()
-                self.stats.total += 1
-                self.stats.by_endpoint[endpoint] += 1
-                try:
-                    resp = await self.http.request(method, url, params=params, json=json_body,
-                                                   headers=req_headers)
-                    failure: Exception | None = None
-                except httpx.TransportError as exc:
-                    resp, failure = None, exc
+            resp, failure = await self._send(method, url, endpoint=endpoint, params=params, json_body=json_body,
+                                             auth=auth, headers=headers)
             if resp is None:
                 assert failure is not None
-                bad_cert = certificate_problem(failure)
-                if bad_cert is not None:
-                    raise self._certificate_error(bad_cert, url, endpoint)
-                # A connect failure means nothing was sent: safe to retry any request.
-                sent = not isinstance(failure, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-                what = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
-                err: AzureDevOpsError = TransientError(
-                    f"{method} {safe_url(url)} failed: {what}", status=0, url=safe_url(url),
-                    endpoint=endpoint)
-                if not idempotent and sent:
-                    raise err
+                err: AzureDevOpsError = self._connection_error(failure, method, url, endpoint, idempotent)
                 retry_after = None
             else:
                 self.stats.bytes += len(resp.content)
@@ -385,13 +374,7 @@ class Requester:
                     problem = await self._check_body(resp, reply, decoder, shape, check)
                 if problem is not None:
                     damaged += 1
-                    what = f" ({shape.what})" if shape is not None else ""
-                    err = UnexpectedResponseError(
-                        f"{endpoint}: the HTTP {resp.status_code} answer is not what this route returns{what}: "
-                        f"{problem}; read {damaged} time{'s' if damaged > 1 else ''}, none of it used. Azure DevOps "
-                        "does not answer so: a proxy, firewall or gateway on the way may be replacing its answers "
-                        "(check the proxy settings); if it persists, retry later", status=resp.status_code,
-                        url=safe_url(url), endpoint=endpoint)
+                    err = _damaged_error(endpoint, resp.status_code, url, shape, problem, damaged)
                     if damaged > self.settings.damaged_retries:
                         log.warning("%s: giving up on a damaged answer: %s", endpoint, problem)
                         raise err
@@ -415,20 +398,53 @@ class Requester:
                     self.stats.throttled += 1
                 elif not idempotent:  # a 5xx may have been processed: let the caller check first
                     raise err
-            # retry, within both bounds
-            delay = retry_after if retry_after is not None else self._backoff(attempt)
-            elapsed = self.clock.monotonic() - started
-            if attempt >= self.settings.max_retries or elapsed + delay > self.settings.max_retry_seconds:
-                log.warning("%s: giving up after %d attempts (%.1fs): %s", endpoint, attempt + 1, elapsed,
-                            err)
-                raise err
+            await self._before_retry(attempt, started, retry_after, endpoint, err)
             attempt += 1
-            self.stats.retries += 1
-            log.warning("%s: retry %d/%d in %.2fs after %s", endpoint, attempt, self.settings.max_retries,
-                        delay, err.status or "connection error")
-            if retry_after is None:  # Retry-After already paused the whole client
-                self.stats.waited_seconds += delay
-                await self.clock.sleep(delay)
+
+    async def _send(self, method: str, url: str, *, endpoint: str, params: dict[str, Any] | None, json_body: Any,
+                    auth: bool, headers: dict[str, str] | None) -> tuple[httpx.Response | None, Exception | None]:
+        """One attempt on the wire, within the concurrency bound: (the response, or the transport error)."""
+        async with self._sem:
+            await self._wait_turn()
+            req_headers = dict(headers or {})
+            if auth and self.credential is not None:
+                req_headers["Authorization"] = await self.credential.auth_header()
+            self.stats.total += 1
+            self.stats.by_endpoint[endpoint] += 1
+            try:
+                return await self.http.request(method, url, params=params, json=json_body, headers=req_headers), None
+            except httpx.TransportError as exc:
+                return None, exc
+
+    def _connection_error(self, failure: Exception, method: str, url: str, endpoint: str,
+                          idempotent: bool) -> AzureDevOpsError:
+        """The error of an attempt that got no answer; raised here when retrying is not safe."""
+        bad_cert = certificate_problem(failure)
+        if bad_cert is not None:
+            raise self._certificate_error(bad_cert, url, endpoint)
+        # A connect failure means nothing was sent: safe to retry any request.
+        sent = not isinstance(failure, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        what = f"{type(failure).__name__}: {failure}" if str(failure) else type(failure).__name__
+        err = TransientError(f"{method} {safe_url(url)} failed: {what}", status=0, url=safe_url(url),
+                             endpoint=endpoint)
+        if not idempotent and sent:
+            raise err
+        return err
+
+    async def _before_retry(self, attempt: int, started: float, retry_after: float | None, endpoint: str,
+                            err: AzureDevOpsError) -> None:
+        """Wait before the next attempt, or raise `err` when that would pass either retry bound."""
+        delay = retry_after if retry_after is not None else self._backoff(attempt)
+        elapsed = self.clock.monotonic() - started
+        if attempt >= self.settings.max_retries or elapsed + delay > self.settings.max_retry_seconds:
+            log.warning("%s: giving up after %d attempts (%.1fs): %s", endpoint, attempt + 1, elapsed, err)
+            raise err
+        self.stats.retries += 1
+        log.warning("%s: retry %d/%d in %.2fs after %s", endpoint, attempt + 1, self.settings.max_retries,
+                    delay, err.status or "connection error")
+        if retry_after is None:  # Retry-After already paused the whole client
+            self.stats.waited_seconds += delay
+            await self.clock.sleep(delay)
 
     async def _check_body(self, resp: httpx.Response, reply: Reply, decoder: Callable[[bytes], Any] | None,
                           shape: Shape | None, check: Callable[[Any], None] | None) -> str | None:
