@@ -50,6 +50,9 @@ class SyncOptions:
     sync_teams: bool = False
     sync_organizations: bool = False
     simulated: bool = False  # the organization is the simulator's: the manifest says so
+    # An incremental run whose reads would cost more than this share of a full sync's requests does a
+    # full sync instead (cheaper, and equal by construction).
+    full_sync_above: float = 1.0
 
 
 @dataclass

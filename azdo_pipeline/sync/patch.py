@@ -93,19 +93,48 @@ class Plan:
     read_all_entitlements: bool  # ...unless reading the whole list is cheaper (or a group rule changed)
     projects_to_read: frozenset[str]  # created or changed projects: row, teams, groups
     team_projects: frozenset[str]  # projects where a group was created (it may back a new team)
+    created_by_query: tuple[tuple[str | None, str], ...]  # created groups looked up one query each...
+    list_groups: bool  # ...or found in one listing of every group (also the groups of projects_to_read)
+    list_teams: bool  # every team in one listing, rather than each project's teams
+    requests: int  # what the plan costs, about
+    full_sync_requests: int  # what a full sync costs, about
+
+
+def _pages(rows_: int, per_page: int) -> int:
+    return max(1, -(-rows_ // per_page))
 
 
 def _plan(touched: Touched, prev: Prev) -> Plan:
+    """The cheapest reads for what the events touched. Listing a project's groups scans the whole
+    group list (Graph pages 500 subjects of every scope, then filters), so groups are listed at most
+    once, for every project at once; each created group costs a subject query unless the listing is
+    cheaper; teams likewise."""
+    t = prev.tables
     known = frozenset(prev.user_by_principal[p] for p in touched.users_licensed if p in prev.user_by_principal)
-    list_pages = max(1, prev.tables["users"].num_rows // 100)
+    ent_pages = _pages(t["users"].num_rows, 100)
+    group_pages = _pages(t["groups"].num_rows, 500)
+    team_pages = _pages(len(prev.team_ids), 100)  # the full sync lists every team (groups' is_team flag)
     projects = frozenset((touched.projects_created | touched.projects_changed) - touched.projects_deleted)
+    created = tuple(sorted((g for g in touched.groups_created if g[0] not in projects), key=str))
+    list_groups = bool(projects) or len(created) > group_pages
+    team_projects = frozenset({p for p, _n in touched.groups_created if p} - projects - touched.projects_deleted)
+    list_teams = len(projects | team_projects) > team_pages
+    read_all = touched.all_entitlements or len(known) > ent_pages
+    cost = (ent_pages if read_all else len(known)) + 2  # sign-ins (and new users) by date: a page or two
+    cost += 2 * len(projects) + (group_pages if list_groups else len(created))
+    cost += team_pages if list_teams else len(projects | team_projects)
+    cost += _pages(len(touched.containers) + len(touched.groups_created), 500) + 4  # memberships, every-run reads
+    # A full sync: entitlements, Graph users, groups, their memberships (500 groups a call), projects,
+    # teams, service principals, discovery.
+    full = ent_pages + _pages(t["users"].num_rows, 500) + 2 * group_pages + _pages(t["projects"].num_rows, 100)
+    full += team_pages + 2
     return Plan(
         removed_users=frozenset(d for p in touched.users_removed if (d := prev.user_by_principal.get(p))),
         known_licensed=known,
         unknown_licensed=frozenset(p for p in touched.users_licensed if p not in prev.user_by_principal),
-        read_all_entitlements=touched.all_entitlements or len(known) > list_pages,
-        projects_to_read=projects,
-        team_projects=frozenset({p for p, _n in touched.groups_created if p} - projects - touched.projects_deleted))
+        read_all_entitlements=read_all, projects_to_read=projects, team_projects=team_projects,
+        created_by_query=() if list_groups else created, list_groups=list_groups, list_teams=list_teams,
+        requests=cost, full_sync_requests=full)
 
 
 # ---- the reads ---------------------------------------------------------------------------------------
@@ -140,10 +169,11 @@ async def _read_changes(client: AzureDevOpsClient, touched: Touched, prev: Prev,
             _entitlements_down_to(client, r, "lastAccessed", "last_accessed", sign_ins_since),
             _entitlements_down_to(client, r, "dateCreated", "date_created", sign_ins_since)
             if plan.unknown_licensed and not plan.read_all_entitlements else asyncio.sleep(0),
-            *(_project(client, r, p) for p in sorted(plan.projects_to_read)),
-            *(_created_group(client, r, n) for p, n in sorted(touched.groups_created, key=str)
-              if p not in plan.projects_to_read),
-            *(_project_teams(client, r, p) for p in sorted(plan.team_projects)),
+            *(_project(client, r, p, teams=not plan.list_teams) for p in sorted(plan.projects_to_read)),
+            _all_groups(client, r, plan, touched) if plan.list_groups else asyncio.sleep(0),
+            *(_created_group(client, r, n) for _p, n in plan.created_by_query),
+            _all_teams(client, r, plan) if plan.list_teams else asyncio.sleep(0),
+            *(_project_teams(client, r, p) for p in ([] if plan.list_teams else sorted(plan.team_projects))),
             sp_task, org_task, acl_task)
     except BaseException:
         for t in (sp_task, org_task, acl_task):
@@ -152,6 +182,10 @@ async def _read_changes(client: AzureDevOpsClient, touched: Touched, prev: Prev,
     r.service_principals, r.organizations, r.team_admins = sp_task.result(), org_task.result(), acl_task.result()
     for pid in touched.projects_deleted:
         r.project_rows[pid] = None
+    for pid in plan.projects_to_read:  # gone meanwhile: nothing of it is listed
+        if r.project_rows.get(pid) is None:
+            r.project_groups.pop(pid, None)
+            r.project_teams.pop(pid, None)
     return r
 
 
@@ -192,17 +226,39 @@ async def _all_entitlements(client: AzureDevOpsClient, r: Reads) -> None:
                 r.entitlements[d] = rows.entitlement_fields(ent)
 
 
-async def _project(client: AzureDevOpsClient, r: Reads, pid: str) -> None:
+async def _project(client: AzureDevOpsClient, r: Reads, pid: str, *, teams: bool) -> None:
     p = await client.core.get_project(pid)
     r.project_rows[pid] = rows.project_row(p) if p else None
-    if p is None:
-        return
-    await _project_teams(client, r, pid)
-    scope = await client.graph.descriptor_of(pid)
-    found: list[dict[str, Any]] = []
-    async for page in client.graph.iter_groups(scope_descriptor=scope):
-        found.extend(page)
-    r.project_groups[pid] = found
+    if p is not None and teams:
+        await _project_teams(client, r, pid)
+
+
+async def _all_groups(client: AzureDevOpsClient, r: Reads, plan: Plan, touched: Touched) -> None:
+    """One listing of every group: the groups of the projects re-read, and the created groups."""
+    projects: dict[str, list[dict[str, Any]]] = {pid: [] for pid in plan.projects_to_read}
+    created = {n.lower() for p, n in touched.groups_created if p not in plan.projects_to_read}
+    seen: set[str] = set()
+    async for page in client.graph.iter_groups():
+        for g in page:
+            d = g.get("descriptor")
+            if not d or d in seen:  # the list may repeat a subject across pages while it changes
+                continue
+            seen.add(d)
+            pid = rows.group_row(g, frozenset())["project_id"]
+            if pid in projects:
+                projects[pid].append(g)
+            elif str(g.get("principalName") or "").lower() in created:
+                r.created_groups.append(g)
+    r.project_groups.update(projects)
+
+
+async def _all_teams(client: AzureDevOpsClient, r: Reads, plan: Plan) -> None:
+    wanted: dict[str, list[dict[str, Any]]] = {pid: [] for pid in plan.projects_to_read | plan.team_projects}
+    async for page in client.core.iter_teams():
+        for t in page:
+            if t.get("projectId") in wanted:
+                wanted[str(t["projectId"])].append(t)
+    r.project_teams.update(wanted)
 
 
 async def _project_teams(client: AzureDevOpsClient, r: Reads, pid: str) -> None:
@@ -418,6 +474,9 @@ async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, sn
     prev_snapshot = str(prev_manifest["snapshot"])
     prev = _index(prev_snapshot, await asyncio.to_thread(_read_prev, store, org, prev_snapshot))
     plan = _plan(touched, prev)
+    if plan.requests > plan.full_sync_requests * options.full_sync_above:
+        raise FullSyncNeeded(f"the changes call for about {plan.requests} requests, more than a full sync's "
+                             f"about {plan.full_sync_requests}")
     r = await _read_changes(client, touched, prev, plan, options, sign_ins_since)
     teams, groups, team_ids, group_by_key = await _patch_groups(client, prev, touched, r, options)
     m = await _patch_memberships(client, prev, touched, r, groups, group_by_key)

@@ -21,7 +21,7 @@ from azdo_pipeline import auditlog, schemas
 from azdo_pipeline.client.errors import AzureDevOpsError
 from azdo_pipeline.store import Store
 from azdo_pipeline.sync import incremental
-from azdo_pipeline.sync.full import SyncReport, full_sync
+from azdo_pipeline.sync.full import SyncOptions, SyncReport, full_sync
 from tests.unit.test_incremental_equivalence import (
     OPTIONS,
     ORG,
@@ -45,10 +45,10 @@ class Env:
         self.tmp = tmp
         faults_of(self.world)
 
-    def run(self, snapshot: str, *, incremental_mode: bool = True) -> SyncReport:
+    def run(self, snapshot: str, *, incremental_mode: bool = True, options: SyncOptions = OPTIONS) -> SyncReport:
         async def go() -> SyncReport:
             async with await connect(self.world, self.pat) as c:
-                return await incremental.sync(c, self.store, ORG, snapshot, OPTIONS, incremental=incremental_mode)
+                return await incremental.sync(c, self.store, ORG, snapshot, options, incremental=incremental_mode)
         return asyncio.run(go())
 
     def full(self, store: Store, snapshot: str) -> None:
@@ -90,6 +90,24 @@ def test_first_run_is_a_full_sync_that_keeps_a_cursor(tmp_path: Path) -> None:
     assert report.mode == "incremental" and report.fallback_reason is None
     assert env.manifest()["incremental"]["previous_snapshot"] == "s1"
     env.assert_equals_full("s2")
+
+
+def test_changes_costing_more_than_a_full_sync_make_a_full_sync(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    product = SyncOptions(sync_teams=True, sync_organizations=True)  # the default cost rule
+    env.run("s1", options=product)
+    with env.world.lock:  # new projects: their rows, teams and every group of the organization to list
+        apply_ops(env.org, [{"op": "create_project", "name": f"Cost-{i}"} for i in range(3)])
+    report = env.run("s2", options=product)
+    assert report.mode == "full"
+    assert "more than a full sync's" in str(report.fallback_reason)
+    assert env.manifest()["incremental"]["fallback_reason"] == report.fallback_reason
+    # The plan is priced before any re-read: none of the incremental step's single-object reads went out.
+    assert not [e for e in report.requests_by_endpoint if e == "GET projects/{p}"]
+    env.assert_equals_full("s2")
+    # A change that costs less stays incremental under the same rule.
+    env.mutate(n=3, seed=5)
+    assert env.run("s3", options=product).mode == "incremental"
 
 
 def test_a_snapshot_taken_with_incremental_sync_off_has_no_cursor(tmp_path: Path) -> None:
