@@ -78,6 +78,7 @@ def run(info: dict[str, Any], data_dir: str, snapshot: str, incremental_run: boo
     t1 = time.perf_counter()
     raw, raw_snapshot = store.read_consistent(schemas.RAW_TABLES, ORG)
     assert raw_snapshot == snapshot
+    t_read = time.perf_counter()
     graph_snapshot = f"{snapshot}-graph"
     # As the access_graph asset does: shared when no raw table changed, else built in full.
     same_as = reusable_graph(store.latest_manifest(ORG), store.latest_manifest(ORG, kind="access_graph"))
@@ -89,10 +90,10 @@ def run(info: dict[str, Any], data_dir: str, snapshot: str, incremental_run: boo
             write_access_graph(raw, draft.writer, organization=ORG)
         draft.commit(extra={"raw_snapshot": raw_snapshot})
     t2 = time.perf_counter()
-    queue.put({"graph_shared": bool(same_as), "sync_s": t1 - t0, "graph_s": t2 - t1, "requests": report.requests,
-               "mode": report.mode,
+    queue.put({"graph_shared": bool(same_as), "sync_s": t1 - t0, "graph_s": t2 - t1, "graph_read_s": t_read - t1,
+               "requests": report.requests, "mode": report.mode,
                "fallback": report.fallback_reason, "by_endpoint": report.requests_by_endpoint,
-               "linked": report.tables_linked,
+               "linked": report.tables_linked, "phases": report.stream_seconds,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
@@ -162,6 +163,9 @@ def main() -> int:
                           f"peak RSS {inc['peak_rss_mb']:.0f} MiB{verdict}")
                     print("    requests: " + ", ".join(f"{k} {v}" for k, v in sorted(
                         inc["by_endpoint"].items(), key=lambda kv: -kv[1])))
+                    print("    phases ended at (s): " + ", ".join(f"{k} {v:.2f}" for k, v in inc["phases"].items())
+                          + f"; graph: raw read {inc['graph_read_s']:.2f}s, build and write "
+                            f"{inc['graph_s'] - inc['graph_read_s']:.2f}s")
                     print(f"    tables shared with the previous snapshot: {', '.join(inc['linked']) or 'none'}; "
                           f"access graph {'shared (no raw table changed)' if inc['graph_shared'] else 'built in full'}")
     finally:

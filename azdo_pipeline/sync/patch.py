@@ -471,19 +471,29 @@ async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, sn
                            manifest: Mapping[str, Any]) -> SyncReport:
     """Previous snapshot + the patches `touched` and the every-run re-reads call for → `snapshot`."""
     started = time.monotonic()
+    report = SyncReport(org=org, snapshot=snapshot)
+
+    def phase(name: str) -> None:  # when each phase ended (seconds from the start), as the full sync's streams
+        report.stream_seconds[name] = round(time.monotonic() - started, 3)
+
     prev_snapshot = str(prev_manifest["snapshot"])
     prev = _index(prev_snapshot, await asyncio.to_thread(_read_prev, store, org, prev_snapshot))
     plan = _plan(touched, prev)
     if plan.requests > plan.full_sync_requests * options.full_sync_above:
         raise FullSyncNeeded(f"the changes call for about {plan.requests} requests, more than a full sync's "
                              f"about {plan.full_sync_requests}")
+    phase("previous snapshot")
     r = await _read_changes(client, touched, prev, plan, options, sign_ins_since)
+    phase("reads")
     teams, groups, team_ids, group_by_key = await _patch_groups(client, prev, touched, r, options)
+    phase("groups")
     m = await _patch_memberships(client, prev, touched, r, groups, group_by_key)
+    phase("memberships")
     sps = pa.Table.from_pylist(r.service_principals, schema=schemas.SERVICE_PRINCIPALS)
     fresh = await _new_subjects(client, prev, r, groups, sps, m.new_edges, team_ids)
     groups = _add(groups, fresh.groups, schemas.GROUPS)
     users, memberships = _patch_users(prev, touched, plan, r, fresh.users, m.table)
+    phase("subjects and users")
     svc = _add(prev.tables["service_accounts"], fresh.service_accounts, schemas.SERVICE_ACCOUNTS)
     projects = _add(_drop(prev.tables["projects"], "id", r.project_rows),
                     [row for row in r.project_rows.values() if row is not None], schemas.PROJECTS)
@@ -494,13 +504,13 @@ async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, sn
         team_members, admin_identities = await _team_members(
             client, store, org, prev_snapshot, prev.tables["team_members"], teams, groups, memberships,
             users, svc, sps, r.team_admins, m.storage_keys)
+        phase("team members")
     tables: dict[str, pa.Table] = {
         "users": users, "service_accounts": svc, "service_principals": sps, "groups": groups,
         "memberships": memberships, "projects": projects, "teams": teams, "team_members": team_members,
         "organizations": pa.Table.from_pylist(r.organizations, schema=schemas.ORGANIZATIONS)
         if r.organizations is not None else prev.tables["organizations"],
     }
-    report = SyncReport(org=org, snapshot=snapshot)
     stats = client.stats
     report.requests = stats.total
     report.requests_by_endpoint = dict(stats.by_endpoint)
@@ -510,6 +520,7 @@ async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, sn
     facts = reconcile.Facts(groups_requested=m.containers, groups_answered=m.answered)
     await asyncio.to_thread(_commit, store, org, snapshot, prev_snapshot, prev.tables, tables, report, options,
                             facts, manifest)
+    phase("commit")
     if admin_identities is not None:
         write_admin_identities(store, org, snapshot, admin_identities)
     report.duration_s = time.monotonic() - started
@@ -590,7 +601,8 @@ def _commit(store: Store, org: str, snapshot: str, prev_snapshot: str, prev: Map
             else:
                 draft.write_table(name, table.cast(schemas.RAW_TABLES[name]))
         report.reconciliation = reconcile.reconcile(
-            {n: pq.read_table(draft.table_path(n), columns=reconcile.columns_needed(n)) for n in tables}, facts)
+            {n: pq.read_table(draft.table_path(n), columns=reconcile.columns_needed(n),
+                              read_dictionary=reconcile.DICTIONARY_COLUMNS.get(n)) for n in tables}, facts)
         failed = reconcile.failures(report.reconciliation)
         if failed:
             kept = draft.reject(f"{f.table}: {f.rule} failed for {f.count} {f.unit}"
@@ -609,11 +621,15 @@ def _commit(store: Store, org: str, snapshot: str, prev_snapshot: str, prev: Map
 
 # ---- table helpers -----------------------------------------------------------------------------------
 def _drop(table: pa.Table, column: str, values: Iterable[str]) -> pa.Table:
+    """The rows whose `column` is not in `values`; the same object when none is (so an untouched table
+    is recognised as such at commit without comparing its rows)."""
     vals = list(values)
     if not vals or table.num_rows == 0:
         return table
-    mask = pc.is_in(table[column], value_set=pa.array(vals, pa.string()))
-    return table.filter(pc.invert(pc.fill_null(mask, False)))
+    mask = pc.fill_null(pc.is_in(table[column], value_set=pa.array(vals, pa.string())), False)
+    if not pc.any(mask).as_py():
+        return table
+    return table.filter(pc.invert(mask))
 
 
 def _add(table: pa.Table, new_rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
