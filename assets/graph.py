@@ -53,6 +53,7 @@ def access_graph_build(context: dg.AssetExecutionContext, azdo: AzdoPipeline) ->
     with plain_failures(context.log):
         simulated = azdo.org(org).simulated  # simulator data is marked wherever it lands
         store = azdo.store()
+        store.refresh(org)  # Azure storage: the raw snapshot may have been published by another worker
         # One raw snapshot, even should a sync publish `latest` while this reads it.
         raw, raw_snapshot = store.read_consistent(schemas.RAW_TABLES, org)
     # Its own id: the raw sync of the same run may have started within the same second.

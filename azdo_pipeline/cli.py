@@ -30,8 +30,9 @@ def run_sync(args: argparse.Namespace) -> int:
     in this process; prints a summary per organization. Exit 0 when every run succeeded."""
     from .client.errors import ConfigurationError
     from .config import load_config
+    from .remote import is_remote
+    from .resources import AzdoPipeline
     from .runner import LocationNotFound, failure_causes, load_definitions, repo_root, run_full_sync
-    from .store import Store
     from .summary import print_summary
 
     try:
@@ -45,11 +46,14 @@ def run_sync(args: argparse.Namespace) -> int:
     except (ConfigurationError, LocationNotFound) as e:
         print(f"azdo-pipeline sync: {e}", file=sys.stderr)
         return 2
-    store = Store(Path(args.data_dir).resolve() if args.data_dir else cfg.data_dir)
+    data_dir = (args.data_dir if is_remote(args.data_dir) else str(Path(args.data_dir).resolve())) \
+        if args.data_dir else None
+    store = AzdoPipeline(config_path=cfg.source, data_dir=data_dir).store(cfg)
+    where = f"{store.mirror.loc.url} (local cache {store.data_dir})" if store.mirror else str(store.data_dir)
     failed = []
     for org in orgs:
-        print(f"syncing '{org.name}' ({org.url}) into {store.data_dir} …", flush=True)
-        run = run_full_sync(defs, org.name, config_path=cfg.source, data_dir=store.data_dir,
+        print(f"syncing '{org.name}' ({org.url}) into {where} …", flush=True)
+        run = run_full_sync(defs, org.name, config_path=cfg.source, data_dir=data_dir or store.data_dir,
                             tags={"azdo/run": "cli-sync"}, log_level="INFO" if args.verbose else "CRITICAL")
         if run.result.success:
             print_summary(store, org.name, run.seconds, run.result, requests_label="requests to Azure DevOps")

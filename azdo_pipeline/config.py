@@ -39,6 +39,7 @@ from .client.errors import ConfigurationError
 from .client.proxies import check_proxy_url
 from .client.secrets import register_secret
 from .client.transport import ClientSettings
+from .remote import is_remote, parse_url
 from .secret_shapes import looks_like_secret
 
 ENV_CONFIG = "AZDO_PIPELINE_CONFIG"
@@ -256,6 +257,10 @@ class SnapshotRetention(_Settings):
 
 class PipelineConfig(_Settings):
     data_dir: Path = Path("data")
+    # With data_dir an abfs:// or az:// URL (azdo_pipeline/remote.py): the URL, and data_dir becomes
+    # the local cache (`cache_dir`, default ~/.cache/azdo-pipeline/…) the snapshots are mirrored from.
+    data_url: str | None = None
+    cache_dir: Path | None = None
     snapshots: SnapshotRetention = SnapshotRetention()
     organizations: tuple[OrganizationConfig, ...]
     provisioning: ProvisioningSettings = ProvisioningSettings()
@@ -266,9 +271,21 @@ class PipelineConfig(_Settings):
         """The file the configuration came from (or what parse_config was told)."""
         return self._source
 
-    @field_validator("data_dir", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _directory(cls, value: Any, info: ValidationInfo) -> Path:
+    def _remote_data_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("data_dir"), str) and is_remote(data["data_dir"]):
+            if data.get("data_url"):
+                raise _problem("data_url is set from data_dir; give only data_dir")
+            loc = parse_url(data["data_dir"])
+            data = {**data, "data_url": data["data_dir"], "data_dir": str(data.get("cache_dir") or loc.cache_dir())}
+        return data
+
+    @field_validator("data_dir", "cache_dir", mode="before")
+    @classmethod
+    def _directory(cls, value: Any, info: ValidationInfo) -> Path | None:
+        if value is None and info.field_name == "cache_dir":
+            return None
         if not isinstance(value, str) or not value.strip():
             raise ValueError("not a directory path")
         return _resolve(value, info)
@@ -448,7 +465,7 @@ def _shown(value: object, limit: int = 60) -> str:
 # ---- messages: pydantic's errors rewritten to name the setting and the fix ---------------------
 # What a setting must be, for pydantic's own errors (missing, wrong type, pattern, range).
 _MUST_BE = {
-    "data_dir": "must be a directory path (where Parquet snapshots go)",
+    "data_dir": "must be a directory path or an abfs:// / az:// URL (where Parquet snapshots go)",
     "snapshots": "must be a mapping with keep_last and/or keep_days",
     "keep_last": "must be a whole number of snapshots, 1 or more (or null: no count limit), got {got}",
     "keep_days": "must be a number of days above 0 (or null: no age rule), got {got}",

@@ -17,6 +17,7 @@ from pydantic import Field
 from .client import AzureDevOpsClient, AzureDevOpsError, ConfigurationError, MicrosoftGraphClient
 from .config import OrgConfig, PipelineConfig, load_config
 from .provisioning.flow import BatchResult, provision_org, provisioning_settings
+from .remote import Mirror, is_remote, parse_url
 from .store import Retention, Store
 from .sync import incremental
 from .sync.full import SyncOptions, SyncReport, full_sync
@@ -52,9 +53,16 @@ class AzdoPipeline(dg.ConfigurableResource):  # type: ignore[type-arg]  # dagste
         return load_config(self.config_path)
 
     def store(self, cfg: PipelineConfig | None = None) -> Store:
+        """The store: a local folder, or (data_dir an abfs:// / az:// URL) a local cache mirrored to
+        Azure storage (azdo_pipeline/remote.py)."""
         cfg = cfg or self.config()
-        return Store(Path(self.data_dir or cfg.data_dir),
-                     retention=Retention(cfg.snapshots.keep_last, cfg.snapshots.keep_days))
+        retention = Retention(cfg.snapshots.keep_last, cfg.snapshots.keep_days)
+        url = self.data_dir if self.data_dir and is_remote(self.data_dir) else None if self.data_dir else cfg.data_url
+        if url:
+            loc = parse_url(url)
+            cache = cfg.cache_dir or (cfg.data_dir if url == cfg.data_url else loc.cache_dir())
+            return Store(Path(cache), retention=retention, mirror=Mirror(loc))
+        return Store(Path(self.data_dir or cfg.data_dir), retention=retention)
 
     def org(self, name: str, cfg: PipelineConfig | None = None) -> OrgConfig:
         try:
@@ -138,9 +146,12 @@ class AzdoPipeline(dg.ConfigurableResource):  # type: ignore[type-arg]  # dagste
         options = SyncOptions(sync_teams=org.sync_teams, sync_organizations=org.sync_organizations,
                               simulated=org.simulated)
 
+        store = self.store(cfg)
+        store.refresh(org.name)  # Azure storage: the previous snapshot may have been published elsewhere
+
         async def run() -> SyncReport:
             async with self.client(name, cfg) as client:
-                return await incremental.sync(client, self.store(cfg), org.name, snapshot, options,
+                return await incremental.sync(client, store, org.name, snapshot, options,
                                               incremental=mode == "incremental")
 
         return asyncio.run(run())

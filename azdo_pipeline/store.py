@@ -55,6 +55,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .remote import Mirror
+
 BATCH_ROWS = 8192  # rows buffered before a record batch is written (bounds memory)
 LATEST = "latest"
 PUBLISHED = "_published"
@@ -160,6 +162,9 @@ class Store:
     data_dir: Path
     retention: Retention = field(default_factory=Retention)
     reader_grace_s: float = 900.0  # how long a generation outlives its replacement (readers holding it)
+    # Azure storage the committed snapshots are mirrored to (azdo_pipeline/remote.py); the folder is then
+    # its local cache.
+    mirror: Mirror | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir)
@@ -364,6 +369,35 @@ class Store:
             self._apply_retention(org)
         return generation
 
+    def _push(self, org: str, kind: str, snapshot: str, tables: list[str]) -> None:
+        """Mirror a published snapshot to Azure storage: its objects, its manifest, then the pointer."""
+        assert self.mirror is not None
+        try:
+            self.mirror.push(org, kind, snapshot, {t: self.snapshot_path(t, org, snapshot) for t in tables},
+                             self.manifest_path(org, snapshot))
+        except OSError as exc:
+            raise OSError(f"snapshot {snapshot} of '{org}' is published in the local cache {self.data_dir} but "
+                          f"could not be uploaded to {self.mirror.loc.url} ({exc}); readers there still see the "
+                          "previous snapshot. Check the storage credentials (AZURE_STORAGE_*) and retry") from None
+
+    def refresh(self, org: str) -> list[str]:
+        """With a mirror: make the local cache hold what the storage account's pointer names for `org`
+        (another machine may have published since, or this cache is new). Returns the snapshots pulled."""
+        if self.mirror is None:
+            return []
+        pulled = []
+        for kind in KINDS:
+            got = self.mirror.pull(org, lambda t, s: self.snapshot_path(t, org, s) if t else self.manifest_path(org, s),
+                                   kind)
+            if got is None:
+                continue
+            snapshot, files, _manifest = got
+            with _flock(self._staging_dir(org) / ".lock"):
+                self._publish(org, kind, snapshot, sorted(files))
+            pulled.append(snapshot)
+        self.mirror.pull_tree(self.data_dir, "audit_log", f"org={_safe_part(org, 'organization')}")
+        return pulled
+
     def _publish(self, org: str, kind: str, snapshot: str, tables: list[str]) -> str:
         """Make the tables of a committed snapshot `latest`, with every other table and organization
         as they were, in one rename of the `latest` link."""
@@ -466,6 +500,9 @@ class Store:
         return removed
 
 
+KINDS = ("raw", "access_graph", "provisioning")  # what a snapshot can be (the manifest's `kind`)
+
+
 def _safe_table(table: str) -> str:
     _safe_part(table, "table")
     if table in _RESERVED or table.startswith("_"):
@@ -565,6 +602,8 @@ class SnapshotDraft:
         self.state = "committed"
         shutil.rmtree(self.path, ignore_errors=True)
         self._release()
+        if publish and self.store.mirror is not None:
+            self.store._push(self.org, self.kind, self.snapshot, sorted(tables))
         return self.generation
 
     def reject(self, problems: Iterable[str]) -> Path:

@@ -221,6 +221,7 @@ async def provision_org(org: OrganizationConfig, store: Store, settings: Provisi
     from .requests import validate_request
 
     inbox = Inbox(settings.inbox_dir).ensure()
+    store.refresh(org.name)  # Azure storage: the synced tables may have been published by another worker
     ctx = ProvisioningContext(org=org, connect=connect, directory=Directory.from_store(store, org.name),
                               connect_msgraph=connect_msgraph, dry_run=dry_run)
     try:

@@ -113,6 +113,8 @@ async def sync(client: AzureDevOpsClient, store: Store, org: str, snapshot: str,
     except FullSyncNeeded as exc:
         audit_problem = str(exc)
     appended = auditlog.append(store.data_dir, org, audit.entries, snapshot) if audit else None
+    if appended is not None and appended.files and store.mirror is not None:
+        store.mirror.push_files(store.data_dir, appended.files)
     cursor = max(filter(None, (audit.service_time if audit else None, prev_cursor)), default=None)
     if audit is not None and audit.service_time is None:
         cursor = prev_cursor  # nothing read: the cursor cannot move

@@ -1,0 +1,268 @@
+"""Parquet on Azure storage (Data Lake Storage Gen2 or Blob), through pyarrow's AzureFileSystem.
+
+`data_dir` may be `abfs[s]://<container>@<account>.dfs.core.windows.net/<path>` or
+`az://<container>/<path>` (account from AZURE_STORAGE_ACCOUNT_NAME). The pipeline then works as
+always on a local cache folder (snapshots streamed page by page, reconciled, published atomically),
+and mirrors every committed snapshot to the storage account:
+
+1. the snapshot's table files, as immutable objects under their snapshot id
+   (`{table}/org={org}/snapshot={id}/{table}.parquet`; a table shared with the previous snapshot is
+   copied server-side, not uploaded again), then its manifest (`_manifests/org={org}/{id}.json`);
+2. last, one small pointer object per organization, `_latest/org={org}.json`, naming the snapshot of
+   each kind and each table's snapshot.
+
+Blob storage has no atomic rename across objects (Azurite none at all), but a single PUT of one
+object is atomic: readers resolve the pointer and read the objects it names, so they see the previous
+snapshot or the new one, never a mix. Objects of a run killed before its pointer are never named by
+a pointer; `Mirror.clean` removes them once older than a grace period. A machine with an empty cache
+(another worker pod) first pulls what the pointer names (`Mirror.pull`).
+
+Credentials come from the environment, never from the configuration file: AZURE_STORAGE_ACCOUNT_KEY,
+or AZURE_STORAGE_SAS_TOKEN, or else the default credential chain (AZURE_CLIENT_ID / AZURE_TENANT_ID /
+AZURE_CLIENT_SECRET, workload or managed identity, Azure CLI), as pyarrow's AzureFileSystem documents:
+https://arrow.apache.org/docs/python/generated/pyarrow.fs.AzureFileSystem.html
+AZURE_STORAGE_BLOB_ENDPOINT (e.g. `http://127.0.0.1:10000`) points at an emulator such as Azurite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pyarrow.fs as pafs
+
+from .client.errors import ConfigurationError
+
+SCHEMES = ("abfs", "abfss", "az")
+POINTERS = "_latest"
+MANIFESTS = "_manifests"
+_DFS_HOST = re.compile(r"^(?P<container>[^@/]+)@(?P<account>[a-z0-9]{3,24})\.(dfs|blob)\.core\.windows\.net$")
+
+
+def is_remote(value: str | os.PathLike[str]) -> bool:
+    return isinstance(value, str) and value.split("://", 1)[0].lower() in SCHEMES and "://" in value
+
+
+@dataclass(frozen=True)
+class RemoteLocation:
+    """Where the Parquet goes in a storage account (no secret is ever part of it)."""
+
+    url: str
+    account: str
+    container: str
+    prefix: str  # path inside the container, no leading or trailing slash
+
+    def path(self, *parts: str) -> str:
+        """`container/prefix/parts…`: a path for the AzureFileSystem (the account is its root)."""
+        return "/".join(p for p in (self.container, self.prefix, *parts) if p)
+
+    def cache_dir(self) -> Path:
+        """The default local cache of this location (one per account, container and path)."""
+        digest = hashlib.sha256(self.url.encode()).hexdigest()[:12]
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        return base / "azdo-pipeline" / f"{self.account}-{self.container}-{digest}"
+
+
+def parse_url(url: str) -> RemoteLocation:
+    """`abfs[s]://container@account.dfs.core.windows.net/path` or `az://container/path`."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise ConfigurationError(f"data_dir: {url!r} is not an abfs:// or az:// URL")
+    if parts.query or parts.fragment or parts.password or (parts.username and ":" in (parts.netloc or "")):
+        raise ConfigurationError(
+            "data_dir: an Azure storage URL must not carry credentials or a query (a SAS token belongs in "
+            "AZURE_STORAGE_SAS_TOKEN, an account key in AZURE_STORAGE_ACCOUNT_KEY)")
+    prefix = parts.path.strip("/")
+    if scheme in ("abfs", "abfss"):
+        m = _DFS_HOST.match(parts.netloc)
+        if not m:
+            raise ConfigurationError(
+                f"data_dir: {url!r}: expected abfs://<container>@<account>.dfs.core.windows.net/<path>")
+        return RemoteLocation(url, m["account"], m["container"], prefix)
+    account = os.environ.get("AZURE_STORAGE_ACCOUNT_NAME", "")
+    if not account:
+        raise ConfigurationError(f"data_dir: {url!r} names no storage account: set AZURE_STORAGE_ACCOUNT_NAME "
+                                 "or use abfs://<container>@<account>.dfs.core.windows.net/<path>")
+    if not parts.netloc:
+        raise ConfigurationError(f"data_dir: {url!r}: expected az://<container>/<path>")
+    return RemoteLocation(url, account, parts.netloc, prefix)
+
+
+def filesystem(loc: RemoteLocation) -> pafs.AzureFileSystem:
+    """The storage account, with credentials from the environment."""
+    kw: dict[str, Any] = {}
+    endpoint = os.environ.get("AZURE_STORAGE_BLOB_ENDPOINT")
+    if endpoint:
+        ep = urlsplit(endpoint)
+        if ep.scheme not in ("http", "https") or not ep.netloc:
+            raise ConfigurationError("AZURE_STORAGE_BLOB_ENDPOINT must be http(s)://host[:port]")
+        kw.update(blob_storage_authority=ep.netloc, blob_storage_scheme=ep.scheme,
+                  dfs_storage_authority=ep.netloc, dfs_storage_scheme=ep.scheme)
+    key, sas = os.environ.get("AZURE_STORAGE_ACCOUNT_KEY"), os.environ.get("AZURE_STORAGE_SAS_TOKEN")
+    if key and sas:
+        raise ConfigurationError("set AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN, not both")
+    if key:
+        kw["account_key"] = key
+    elif sas:
+        kw["sas_token"] = sas.lstrip("?")
+    return pafs.AzureFileSystem(loc.account, **kw)
+
+
+class Mirror:
+    """Committed snapshots of the local store, mirrored to a storage account (see the module doc)."""
+
+    def __init__(self, loc: RemoteLocation, fs: pafs.FileSystem | None = None) -> None:
+        self.loc = loc
+        self.fs = fs if fs is not None else filesystem(loc)
+
+    def __repr__(self) -> str:
+        return f"Mirror({self.loc.url!r})"
+
+    # ---- paths --------------------------------------------------------------------------------------
+    def table_path(self, table: str, org: str, snapshot: str) -> str:
+        return self.loc.path(table, f"org={org}", f"snapshot={snapshot}", f"{table}.parquet")
+
+    def manifest_path(self, org: str, snapshot: str) -> str:
+        return self.loc.path(MANIFESTS, f"org={org}", f"{snapshot}.json")
+
+    def pointer_path(self, org: str) -> str:
+        return self.loc.path(POINTERS, f"org={org}.json")
+
+    # ---- objects ------------------------------------------------------------------------------------
+    def _exists(self, path: str) -> bool:
+        return bool(self.fs.get_file_info(path).type == pafs.FileType.File)
+
+    def _put(self, path: str, data: bytes) -> None:
+        with self.fs.open_output_stream(path) as out:  # one PUT: the object appears whole or not at all
+            out.write(data)
+
+    def _get_json(self, path: str) -> dict[str, Any] | None:
+        try:
+            with self.fs.open_input_stream(path) as f:
+                value = json.loads(f.read())
+        except FileNotFoundError:
+            return None
+        return value if isinstance(value, dict) else None
+
+    def pointer(self, org: str) -> dict[str, Any]:
+        """{"kinds": {kind: snapshot}, "tables": {table: snapshot}, "updated_at"} ({} before the first)."""
+        return self._get_json(self.pointer_path(org)) or {}
+
+    # ---- push ---------------------------------------------------------------------------------------
+    def push(self, org: str, kind: str, snapshot: str, files: Mapping[str, Path], manifest: Path) -> None:
+        """Upload a committed snapshot (tables, then manifest), then switch the organization's pointer."""
+        self.fs.create_dir(self.loc.path())
+        before = self.pointer(org)
+        for table, local in files.items():
+            dst = self.table_path(table, org, snapshot)
+            if self._exists(dst):
+                continue  # pushed by an earlier attempt: objects are immutable
+            with open(local, "rb") as src, self.fs.open_output_stream(dst) as out:
+                while chunk := src.read(8 << 20):
+                    out.write(chunk)
+        self._put(self.manifest_path(org, snapshot), manifest.read_bytes())
+        state: dict[str, Any] = {"kinds": dict(before.get("kinds") or {}), "tables": dict(before.get("tables") or {})}
+        state["kinds"][kind] = snapshot
+        for table in files:
+            state["tables"][table] = snapshot
+        state["updated_at"] = datetime.now(UTC).isoformat()
+        self._put(self.pointer_path(org), json.dumps(state, indent=1, sort_keys=True).encode())  # the switch
+
+    # ---- pull ---------------------------------------------------------------------------------------
+    def pull(self, org: str, cache_snapshot: Any, kind: str) -> tuple[str, dict[str, Path], Path] | None:
+        """Download what the pointer names for `kind` when the local cache lacks it: returns (snapshot,
+        {table: local file}, manifest file) written under paths `cache_snapshot(table or None,
+        snapshot)` gives, or None when the cache is current (or nothing was pushed yet)."""
+        snapshot = (self.pointer(org).get("kinds") or {}).get(kind)
+        if not snapshot:
+            return None
+        manifest_local: Path = cache_snapshot(None, snapshot)
+        if manifest_local.exists():
+            return None
+        manifest = self._get_json(self.manifest_path(org, snapshot))
+        if manifest is None:
+            raise FileNotFoundError(f"{self.loc.url}: the pointer of '{org}' names snapshot {snapshot}, "
+                                    "whose manifest is missing")
+        files: dict[str, Path] = {}
+        for table in manifest.get("tables") or {}:
+            local: Path = cache_snapshot(table, snapshot)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_name(f".{local.name}.pull.tmp")
+            with self.fs.open_input_stream(self.table_path(table, org, snapshot)) as src, open(tmp, "wb") as out:
+                while chunk := src.read(8 << 20):
+                    out.write(chunk)
+            os.replace(tmp, local)
+            files[table] = local
+        manifest_local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = manifest_local.with_name(f".{manifest_local.name}.pull.tmp")
+        tmp.write_text(json.dumps(manifest))
+        os.replace(tmp, manifest_local)
+        return snapshot, files, manifest_local
+
+    # ---- append-only files (the audit_log table's part files) ----------------------------------------
+    def push_files(self, root: Path, files: list[Path]) -> None:
+        """Upload files under `root` to the same relative paths (immutable part files: never replaced)."""
+        for local in files:
+            dst = self.loc.path(*Path(local).relative_to(root).parts)
+            if not self._exists(dst):
+                with open(local, "rb") as src, self.fs.open_output_stream(dst) as out:
+                    out.write(src.read())
+
+    def pull_tree(self, root: Path, *parts: str) -> list[Path]:
+        """Download the files under `parts` the local `root` lacks (another machine appended them)."""
+        base = self.loc.path(*parts)
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        except FileNotFoundError:
+            return []
+        got = []
+        prefix = self.loc.path()
+        for info in infos:
+            if info.type != pafs.FileType.File or not info.path.endswith(".parquet"):
+                continue
+            local = Path(root, *info.path[len(prefix):].strip("/").split("/"))
+            if local.exists():
+                continue
+            local.parent.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_name(f".{local.name}.pull.tmp")
+            with self.fs.open_input_stream(info.path) as src:
+                tmp.write_bytes(src.read())
+            os.replace(tmp, local)
+            got.append(local)
+        return got
+
+    # ---- cleaning -----------------------------------------------------------------------------------
+    def clean(self, org: str, grace: timedelta = timedelta(hours=1)) -> list[str]:
+        """Delete table objects of `org` whose snapshot has no manifest here (a run killed while
+        uploading: never named by a pointer) once older than `grace` (a run still uploading is
+        younger). Committed snapshots are kept. Returns the deleted paths."""
+        try:
+            manifests = self.fs.get_file_info(pafs.FileSelector(self.loc.path(MANIFESTS, f"org={org}")))
+        except FileNotFoundError:
+            manifests = []
+        committed = {Path(i.path).stem for i in manifests if i.path.endswith(".json")}
+        cutoff = datetime.now(UTC) - grace
+        gone: list[str] = []
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.loc.path(), recursive=True))
+        except FileNotFoundError:
+            return gone
+        for info in infos:
+            m = re.search(rf"/org={re.escape(org)}/snapshot=([^/]+)/[^/]+\.parquet$", info.path)
+            if not m or info.type != pafs.FileType.File or m[1] in committed:
+                continue
+            mtime = info.mtime
+            if mtime is not None and mtime.replace(tzinfo=mtime.tzinfo or UTC) > cutoff:
+                continue
+            self.fs.delete_file(info.path)
+            gone.append(info.path)
+        return gone

@@ -1,0 +1,202 @@
+"""Parquet on Azure storage, for real against Azurite: a full sync and the access graph mirrored to the
+storage account read back equal to a local run; a new machine's empty cache pulls what the pointer
+names; a run that dies before its pointer leaves readers on the previous snapshot, whole."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+from azdo_sim.server import SimulatorServer
+
+from azdo_pipeline import schemas
+from azdo_pipeline.accessgraph.build import write_access_graph
+from azdo_pipeline.accessgraph.schemas import DERIVED_TABLES
+from azdo_pipeline.auth import PatCredential
+from azdo_pipeline.remote import Mirror, filesystem, parse_url
+from azdo_pipeline.store import Store
+from azdo_pipeline.sync.full import SyncOptions
+from tests.azurite_server import AzuriteServer, install
+from tests.conftest import ORG
+from tests.integration.test_full_sync import _rows, _sync
+
+OPTIONS = SyncOptions(sync_teams=True)  # the tiny PAT is for one organization
+
+
+@pytest.fixture(scope="module")
+def azurite() -> Iterator[AzuriteServer]:
+    binary, why = install()
+    if binary is None:
+        pytest.skip(f"Azurite unavailable: {why}")
+    server = AzuriteServer(binary).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def account(azurite: AzuriteServer, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
+    """A fresh container per test; the credentials only in the environment, as in production."""
+    for k, v in azurite.env().items():
+        monkeypatch.setenv(k, v)
+    return f"az://t{abs(hash(request.node.name)) % 10**8}/azdo"
+
+
+def _mirror(url: str) -> Mirror:
+    return Mirror(parse_url(url))
+
+
+def _graph(store: Store, snapshot: str) -> None:
+    raw, raw_snapshot = store.read_consistent(schemas.RAW_TABLES, ORG)
+    with store.begin(ORG, snapshot, kind="access_graph") as draft:
+        write_access_graph(raw, draft.writer, organization=ORG)
+        draft.commit(extra={"raw_snapshot": raw_snapshot})
+
+
+def _remote_tables(url: str) -> dict[str, pa.Table]:
+    """What an analyst reads from the account: the pointer, then the objects it names."""
+    loc = parse_url(url)
+    fs = filesystem(loc)
+    with fs.open_input_stream(loc.path("_latest", f"org={ORG}.json")) as f:
+        pointer = json.loads(f.read())
+    return {t: pq.read_table(loc.path(t, f"org={ORG}", f"snapshot={s}", f"{t}.parquet"), filesystem=fs)
+            for t, s in pointer["tables"].items()}
+
+
+def _same(a: pa.Table, b: pa.Table, table: str) -> bool:
+    return _rows(a.to_pylist(), table) == _rows(b.to_pylist(), table) if table in schemas.RAW_TABLES \
+        else sorted(map(repr, a.to_pylist())) == sorted(map(repr, b.to_pylist()))
+
+
+def test_a_sync_and_its_graph_on_azure_read_back_equal_to_a_local_run(
+        sim_server: SimulatorServer, account: str, tmp_path: Path) -> None:
+    cred = PatCredential(sim_server.pat)  # type: ignore[attr-defined]
+    local = Store(tmp_path / "local")
+    _sync(sim_server, cred, local, "s1", OPTIONS)
+    _graph(local, "s1-graph")
+    remote = Store(tmp_path / "cache", mirror=_mirror(account))
+    _sync(sim_server, cred, remote, "s1", OPTIONS)
+    _graph(remote, "s1-graph")
+    got = _remote_tables(account)
+    assert set(got) == set(schemas.RAW_TABLES) | set(DERIVED_TABLES)
+    for table, t in got.items():
+        assert t.num_rows == pq.read_table(local.latest_path(table, ORG)).num_rows, table
+        assert _same(t, pq.read_table(local.latest_path(table, ORG)), table), table
+    assert got["users"].num_rows > 0 and got["effective_grants"].num_rows > 0
+
+
+def test_an_empty_cache_pulls_what_the_pointer_names(sim_server: SimulatorServer, account: str,
+                                                     tmp_path: Path) -> None:
+    cred = PatCredential(sim_server.pat)  # type: ignore[attr-defined]
+    first = Store(tmp_path / "machine-a", mirror=_mirror(account))
+    _sync(sim_server, cred, first, "s1", OPTIONS)
+    other = Store(tmp_path / "machine-b", mirror=_mirror(account))  # another worker: nothing local
+    with pytest.raises(FileNotFoundError):
+        other.read_consistent(["users"], ORG)
+    assert other.refresh(ORG) == ["s1"]
+    got, snapshot = other.read_consistent(schemas.RAW_TABLES, ORG)
+    want, _ = first.read_consistent(schemas.RAW_TABLES, ORG)
+    assert snapshot == "s1"
+    for table in schemas.RAW_TABLES:
+        assert got[table].equals(want[table]), table
+    assert other.latest_manifest(ORG) == first.latest_manifest(ORG)
+    assert other.refresh(ORG) == []  # current: nothing pulled again
+
+
+def _dying(mirror: Mirror, fatal: str) -> Mirror:
+    """The account, except that the process 'dies' (SystemExit) when it starts writing a path
+    containing `fatal`: what a SIGKILL at that moment leaves in the account."""
+    real = mirror.fs
+
+    class Handler(pafs.FileSystemHandler):
+        def __init__(self) -> None:
+            self.fs = real
+
+        def __eq__(self, other: object) -> bool:
+            return self is other
+
+        def __ne__(self, other: object) -> bool:
+            return self is not other
+
+        def get_type_name(self) -> str:
+            return "dying"
+
+        def normalize_path(self, path: str) -> str:
+            return path
+
+        def get_file_info(self, paths: Any) -> Any:
+            return real.get_file_info(paths)
+
+        def get_file_info_selector(self, selector: Any) -> Any:
+            return real.get_file_info(selector)
+
+        def create_dir(self, path: str, recursive: bool) -> None:
+            real.create_dir(path, recursive=recursive)
+
+        def delete_dir(self, path: str) -> None:
+            real.delete_dir(path)
+
+        def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+            real.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+        def delete_root_dir_contents(self) -> None:
+            raise NotImplementedError
+
+        def delete_file(self, path: str) -> None:
+            real.delete_file(path)
+
+        def move(self, src: str, dest: str) -> None:
+            real.move(src, dest)
+
+        def copy_file(self, src: str, dest: str) -> None:
+            real.copy_file(src, dest)
+
+        def open_input_stream(self, path: str) -> Any:
+            return real.open_input_stream(path)
+
+        def open_input_file(self, path: str) -> Any:
+            return real.open_input_file(path)
+
+        def open_output_stream(self, path: str, metadata: Any = None) -> Any:
+            if fatal in path:
+                raise SystemExit(f"killed while writing {path}")
+            return real.open_output_stream(path)
+
+        def open_append_stream(self, path: str, metadata: Any = None) -> Any:
+            raise NotImplementedError
+
+    return Mirror(mirror.loc, fs=pafs.PyFileSystem(Handler()))
+
+
+@pytest.mark.parametrize("dies_at", ["_manifests/", "_latest/"])
+def test_a_run_that_dies_before_its_pointer_leaves_the_previous_snapshot(
+        sim_server: SimulatorServer, account: str, tmp_path: Path, dies_at: str) -> None:
+    cred = PatCredential(sim_server.pat)  # type: ignore[attr-defined]
+    a = Store(tmp_path / "a", mirror=_mirror(account))
+    _sync(sim_server, cred, a, "s1", OPTIONS)
+    before = _remote_tables(account)
+    b = Store(tmp_path / "b", mirror=_dying(_mirror(account), dies_at))
+    with pytest.raises(SystemExit):
+        _sync(sim_server, cred, b, "s2", OPTIONS)
+    mirror = _mirror(account)
+    assert mirror.pointer(ORG)["kinds"] == {"raw": "s1"}
+    after = _remote_tables(account)  # readers: the previous snapshot, whole
+    assert set(after) == set(before)
+    for table in before:
+        assert after[table].equals(before[table]), table
+    # The dead run's objects: never named by a pointer. Killed before its manifest, they are removed
+    # once older than the grace period; with a manifest they are history, kept.
+    gone = mirror.clean(ORG, grace=timedelta(0))
+    if dies_at == "_manifests/":
+        assert gone and all("snapshot=s2" in p for p in gone)
+    else:
+        assert gone == []
+    assert _remote_tables(account).keys() == before.keys()
