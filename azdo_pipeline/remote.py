@@ -71,6 +71,18 @@ class RemoteLocation:
         return base / "azdo-pipeline" / f"{self.account}-{self.container}-{digest}"
 
 
+def local_root(override: str | None, data_dir: Path, data_url: str | None,
+               cache_dir: Path | None) -> tuple[Path, str | None]:
+    """(the local folder the pipeline works in, the Azure URL it mirrors to or None) for a configuration
+    (`data_dir`, `data_url`, `cache_dir`) and an optional override of its data_dir (a path or a URL)."""
+    if override and is_remote(override):
+        cache = cache_dir or (data_dir if override == data_url else parse_url(override).cache_dir())
+        return cache, override
+    if override:
+        return Path(override), None
+    return data_dir, data_url
+
+
 def parse_url(url: str) -> RemoteLocation:
     """`abfs[s]://container@account.dfs.core.windows.net/path` or `az://container/path`."""
     parts = urlsplit(url)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -17,7 +16,7 @@ from pydantic import Field
 from .client import AzureDevOpsClient, AzureDevOpsError, ConfigurationError, MicrosoftGraphClient
 from .config import OrgConfig, PipelineConfig, load_config
 from .provisioning.flow import BatchResult, provision_org, provisioning_settings
-from .remote import Mirror, is_remote, parse_url
+from .remote import Mirror, local_root, parse_url
 from .store import Retention, Store
 from .sync import incremental
 from .sync.full import SyncOptions, SyncReport, full_sync
@@ -57,12 +56,8 @@ class AzdoPipeline(dg.ConfigurableResource):  # type: ignore[type-arg]  # dagste
         Azure storage (azdo_pipeline/remote.py)."""
         cfg = cfg or self.config()
         retention = Retention(cfg.snapshots.keep_last, cfg.snapshots.keep_days)
-        url = self.data_dir if self.data_dir and is_remote(self.data_dir) else None if self.data_dir else cfg.data_url
-        if url:
-            loc = parse_url(url)
-            cache = cfg.cache_dir or (cfg.data_dir if url == cfg.data_url else loc.cache_dir())
-            return Store(Path(cache), retention=retention, mirror=Mirror(loc))
-        return Store(Path(self.data_dir or cfg.data_dir), retention=retention)
+        folder, url = local_root(self.data_dir, cfg.data_dir, cfg.data_url, cfg.cache_dir)
+        return Store(folder, retention=retention, mirror=Mirror(parse_url(url)) if url else None)
 
     def org(self, name: str, cfg: PipelineConfig | None = None) -> OrgConfig:
         try:

@@ -41,6 +41,11 @@ def print_summary(store: Store, org: str, seconds: float, result: dg.ExecuteInPr
         (f"; failed: {', '.join(failed)}" if failed else ""))
     say(f"\nParquet: {store.data_dir}  (read all organizations and snapshots with e.g. duckdb: SELECT * FROM "
         f"read_parquet('{store.data_dir}/latest/users/*/*.parquet', hive_partitioning=1))")
+    if store.mirror is not None:
+        pointer = store.mirror.pointer(org)
+        say(f"mirrored to {store.mirror.loc.url}: pointer _latest/org={org}.json names "
+            + ", ".join(f"{k} {v}" for k, v in sorted((pointer.get('kinds') or {}).items()))
+            + " (docs/queries.md: reading it from DuckDB and Polars)")
 
 
 def _requests_made(result: dg.ExecuteInProcessResult) -> int | str:

@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..config import OrganizationConfig, PipelineConfig
+from ..remote import local_root
 from ..store import Store
 from .inbox import Inbox
 from .intake import Accepted, RequestRejected
@@ -52,7 +53,8 @@ def provisioning_settings(cfg: PipelineConfig, data_dir: str | Path | None = Non
     """The pipeline's `provisioning:` settings; the inbox is `{data_dir}/inbox` unless
     `provisioning.inbox_dir` names another folder."""
     p = cfg.provisioning
-    base = Path(data_dir) if data_dir else Path(cfg.data_dir)
+    # On Azure storage the inbox (and its SQLite ledger) stays in the local folder (docs/operations.md).
+    base, _url = local_root(str(data_dir) if data_dir else None, cfg.data_dir, cfg.data_url, cfg.cache_dir)
     return ProvisioningSettings(inbox_dir=p.inbox_dir or base / "inbox", max_batch=p.max_batch, dry_run=p.dry_run,
                                 confirm_wait=timedelta(minutes=p.confirm_wait_minutes),
                                 recheck_interval=timedelta(seconds=p.recheck_interval_seconds))

@@ -20,8 +20,8 @@ import dagster as dg
 import yaml
 
 from azdo_pipeline import runner
+from azdo_pipeline.remote import is_remote
 from azdo_pipeline.resources import AzdoPipeline
-from azdo_pipeline.store import Store
 from azdo_pipeline.summary import print_summary
 
 from .demo_provisioning import demo_requests, print_outcomes, provision_through_sensor
@@ -41,7 +41,7 @@ def repo_root() -> Path:
         raise SystemExit(f"azdo-pipeline demo/dev: {e}") from None
 
 
-def write_demo_config(path: Path, *, org: str, url: str, ca_file: str, data_dir: Path) -> None:
+def write_demo_config(path: Path, *, org: str, url: str, ca_file: str, data_dir: Path | str) -> None:
     path.write_text(yaml.safe_dump({
         "data_dir": str(data_dir),
         "organizations": [{
@@ -75,7 +75,9 @@ def _world(size: str, seed: int, org: str) -> tuple[World, str]:
 def run_demo(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_dir: str | None = None,
              prepare: Callable[[World], None] | None = None) -> int:
     root = repo_root()  # fail before generating anything when run outside the repository
-    out = Path(data_dir).resolve() if data_dir else default_data_dir("demo", size).resolve()
+    remote = bool(data_dir) and is_remote(str(data_dir))  # Azure storage: a local cache mirrored there
+    out: Path | str = str(data_dir) if remote else (Path(data_dir).resolve() if data_dir
+                                                  else default_data_dir("demo", size).resolve())
     world, token = _world(size, seed, org)
     if prepare is not None:
         prepare(world)
@@ -91,13 +93,14 @@ def run_demo(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_d
             with dg.DagsterInstance.ephemeral() as instance:
                 run = runner.run_full_sync(defs, org, config_path=cfg, data_dir=out, instance=instance,
                                            tags={"azdo/run": f"demo-{secrets.token_hex(3)}"})
+                azdo = AzdoPipeline(config_path=str(cfg), data_dir=str(out))
+                store = azdo.store()
                 provisioned = None
                 if run.result.success:
                     # Then a few requests through the inbox, the sensor and the provisioning job.
                     run_id = f"demo-{secrets.token_hex(3)}"
                     docs = demo_requests(world, world.orgs[org], run_id)
-                    ok = provision_through_sensor(defs, instance, AzdoPipeline(config_path=str(cfg), data_dir=str(out)),
-                                                  out / "inbox", docs)
+                    ok = provision_through_sensor(defs, instance, azdo, store.data_dir / "inbox", docs)
                     provisioned = [d["id"] for d in docs] if ok else []
         finally:
             os.environ.pop(DEMO_PAT_ENV, None)
@@ -112,12 +115,12 @@ def run_demo(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_d
         for cause in runner.failure_causes(run.result):
             print(f"  {cause}")
         return 1
-    print_summary(Store(out), org, run.seconds, run.result, requests_by_route=counts,
+    print_summary(store, org, run.seconds, run.result, requests_by_route=counts,
                   requests_label="requests served by the simulator")
     if not provisioned:
         print("demo: the provisioning run FAILED; see the log above")
         return 1
-    print_outcomes(Store(out), org, provisioned)
+    print_outcomes(store, org, provisioned)
     return 0
 
 
