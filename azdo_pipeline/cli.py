@@ -154,14 +154,14 @@ def run_request(args: argparse.Namespace) -> int:
         print(f"azdo-pipeline request: {e}", file=sys.stderr)
         return 2
     if args.inbox:
-        folder = Path(args.inbox)
+        inbox = Inbox(Path(args.inbox))
     else:
         try:
-            folder = provisioning_settings(load_config(args.config)).inbox_dir
+            inbox = provisioning_settings(load_config(args.config)).inbox()
         except ConfigurationError as e:
             print(f"azdo-pipeline request: {e} (or name the inbox with --inbox)", file=sys.stderr)
             return 2
-    path = Inbox(folder).ensure().write_request(doc)
+    path = inbox.ensure().write_request(doc)
     print(f"request {doc['id']} ({doc['action']}) written to {path}")
     return 0
 

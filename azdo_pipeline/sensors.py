@@ -12,7 +12,6 @@ from .jobs import access_graph_job, provisioning_job
 from .partitions import ORG_PARTITIONS_NAME, org_partitions
 from .provisioning.dispatch import RunState, RunView, dispatch
 from .provisioning.flow import provisioning_settings, request_parser
-from .provisioning.inbox import Inbox
 from .provisioning.intake import ingest
 from .provisioning.ledger import Batch, Ledger
 from .resources import AzdoPipeline
@@ -58,7 +57,7 @@ def _batch_tags(batch: Batch) -> dict[str, str]:
 def provisioning_inbox(context: dg.SensorEvaluationContext, azdo: AzdoPipeline) -> dg.SensorResult:
     cfg = azdo.config()
     settings = provisioning_settings(cfg, data_dir=azdo.data_dir)
-    inbox = Inbox(settings.inbox_dir).ensure()
+    inbox = settings.inbox().ensure()
     cursor = json.loads(context.cursor) if context.cursor else {}
     with Ledger(inbox.ledger_path) as ledger:
         intake = ingest(inbox, ledger, request_parser(azdo.store(cfg)), known_orgs=cfg.org_names)
@@ -115,7 +114,7 @@ def provisioning_pending_check(context: dg.SensorEvaluationContext,
                                azdo: AzdoPipeline) -> dg.SensorResult | dg.SkipReason:
     cfg = azdo.config()
     settings = provisioning_settings(cfg, data_dir=azdo.data_dir)
-    inbox = Inbox(settings.inbox_dir)
+    inbox = settings.inbox()
     if not inbox.ledger_path.exists():
         return dg.SkipReason("no provisioning request received yet")
     last: dict[str, float] = json.loads(context.cursor) if context.cursor else {}

@@ -23,9 +23,9 @@ from typing import Any
 import pyarrow as pa
 
 from ..config import OrganizationConfig, PipelineConfig
-from ..remote import local_root
+from ..remote import Mirror, local_root, parse_url
 from ..store import Store
-from .inbox import Inbox
+from .inbox import Inbox, RemoteInbox
 from .intake import Accepted, RequestRejected
 from .ledger import Entry, Ledger
 from .refresh import refresh_memberships
@@ -42,22 +42,30 @@ DEFAULT_MAX_BATCH = 1000
 
 @dataclass(frozen=True)
 class ProvisioningSettings:
-    inbox_dir: Path
+    inbox_dir: Path  # the local folder: the inbox itself, or (inbox_url) its ledger and locks
     max_batch: int = DEFAULT_MAX_BATCH
     dry_run: bool = False
     confirm_wait: timedelta = timedelta(minutes=90)
     recheck_interval: timedelta = timedelta(minutes=5)
+    inbox_url: str | None = None  # data_dir on Azure storage: the inbox folders are `{data_dir}/inbox` there
+
+    def inbox(self) -> Inbox:
+        if self.inbox_url is None:
+            return Inbox(self.inbox_dir)
+        base, _, _ = self.inbox_url.rpartition("/")
+        return RemoteInbox(self.inbox_dir, Mirror(parse_url(base)))
 
 
 def provisioning_settings(cfg: PipelineConfig, data_dir: str | Path | None = None) -> ProvisioningSettings:
     """The pipeline's `provisioning:` settings; the inbox is `{data_dir}/inbox` unless
-    `provisioning.inbox_dir` names another folder."""
+    `provisioning.inbox_dir` names another folder. With data_dir on Azure storage the inbox folders
+    are there too (`{URL}/inbox`) and the ledger in the local cache (docs/operations.md)."""
     p = cfg.provisioning
-    # On Azure storage the inbox (and its SQLite ledger) stays in the local folder (docs/operations.md).
-    base, _url = local_root(str(data_dir) if data_dir else None, cfg.data_dir, cfg.data_url, cfg.cache_dir)
+    base, url = local_root(str(data_dir) if data_dir else None, cfg.data_dir, cfg.data_url, cfg.cache_dir)
     return ProvisioningSettings(inbox_dir=p.inbox_dir or base / "inbox", max_batch=p.max_batch, dry_run=p.dry_run,
                                 confirm_wait=timedelta(minutes=p.confirm_wait_minutes),
-                                recheck_interval=timedelta(seconds=p.recheck_interval_seconds))
+                                recheck_interval=timedelta(seconds=p.recheck_interval_seconds),
+                                inbox_url=f"{url.rstrip('/')}/inbox" if url and p.inbox_dir is None else None)
 
 
 # ---- parsing ------------------------------------------------------------------------------------
@@ -222,7 +230,7 @@ async def provision_org(org: OrganizationConfig, store: Store, settings: Provisi
     from .outcomes import PROVISIONING_OUTCOMES, Status
     from .requests import validate_request
 
-    inbox = Inbox(settings.inbox_dir).ensure()
+    inbox = settings.inbox().ensure()
     store.refresh(org.name)  # Azure storage: the synced tables may have been published by another worker
     ctx = ProvisioningContext(org=org, connect=connect, directory=Directory.from_store(store, org.name),
                               connect_msgraph=connect_msgraph, dry_run=dry_run)

@@ -1,4 +1,5 @@
-"""The provisioning inbox: a directory on local disk where requests arrive as JSON files.
+"""The provisioning inbox: a directory where requests arrive as JSON files, on local disk or (with
+data_dir on Azure storage) in the storage account (`RemoteInbox`).
 
 Layout (documented in docs/operations.md, "Provisioning inbox"):
 
@@ -20,8 +21,13 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePath, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+import pyarrow.fs as pafs
+
+if TYPE_CHECKING:
+    from ..remote import Mirror
 
 INCOMING, PROCESSED, REJECTED = "incoming", "processed", "rejected"
 LEDGER_FILE = "ledger.sqlite3"
@@ -33,7 +39,7 @@ MAX_REQUEST_BYTES = 64 * 1024
 
 @dataclass(frozen=True)
 class IncomingFile:
-    path: Path
+    path: PurePath  # a local Path, or the object's path in the storage account
     size: int
     mtime_ns: int
 
@@ -92,14 +98,17 @@ class Inbox:
                              f"{MAX_REQUEST_BYTES} bytes (one JSON object per file)")
         return data
 
-    def move_processed(self, f: IncomingFile, note: str | None = None) -> Path:
-        dest = self._move(f.path, self.processed)
+    def processed_has(self, name: str) -> bool:
+        return (self.processed / name).exists()
+
+    def move_processed(self, f: IncomingFile, note: str | None = None) -> PurePath:
+        dest = self._move(Path(f.path), self.processed)
         if note:
             _write_atomic(dest.with_name(dest.name + NOTE_SUFFIX), note.rstrip() + "\n")
         return dest
 
-    def move_rejected(self, f: IncomingFile, reason: str) -> Path:
-        dest = self._move(f.path, self.rejected)
+    def move_rejected(self, f: IncomingFile, reason: str) -> PurePath:
+        dest = self._move(Path(f.path), self.rejected)
         # The reason goes beside the file: what is wrong and how to fix it, then when.
         _write_atomic(dest.with_name(dest.name + REASON_SUFFIX),
                       f"{reason.rstrip()}\nrejected at {datetime.now(UTC).isoformat()}\n")
@@ -115,16 +124,103 @@ class Inbox:
         os.replace(src, dest)
         return dest
 
-    def write_request(self, document: Mapping[str, Any], name: str | None = None) -> Path:
+    def write_request(self, document: Mapping[str, Any], name: str | None = None) -> PurePath:
         """Write one request into incoming/ atomically (temporary file, then rename)."""
         self.incoming.mkdir(parents=True, exist_ok=True)
-        stem = name or str(document.get("id") or uuid.uuid4().hex)
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip(".") or uuid.uuid4().hex
+        safe = _file_stem(document, name)
         dest = self.incoming / f"{safe}.json"
         if dest.exists():
             dest = self.incoming / f"{safe}-{uuid.uuid4().hex[:6]}.json"
         _write_atomic(dest, json.dumps(dict(document), indent=2, sort_keys=True) + "\n")
         return dest
+
+
+def _file_stem(document: Mapping[str, Any], name: str | None) -> str:
+    stem = name or str(document.get("id") or uuid.uuid4().hex)
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem).strip(".") or uuid.uuid4().hex
+
+
+class RemoteInbox(Inbox):
+    """The inbox's three folders in the storage account (`{data_dir URL}/inbox/…`), so other tools drop
+    requests there; the SQLite ledger and the publish locks stay in the local `root` (object storage
+    cannot hold a database; keep `root` on a persistent volume). A request object is written with
+    one PUT (whole or absent); a move is a server-side copy then a delete, and is repeatable: a move
+    cut short leaves the request in incoming/, where the ledger recognises it (same id) and finishes
+    the move without carrying it out again."""
+
+    def __init__(self, root: str | Path, mirror: Mirror, prefix: str = "inbox") -> None:
+        super().__init__(root)
+        self.fs = mirror.fs
+        self.base = mirror.loc.path(prefix)
+        self.url = f"{mirror.loc.url.rstrip('/')}/{prefix}"
+
+    def __repr__(self) -> str:
+        return f"RemoteInbox({self.url!r})"
+
+    def _key(self, folder: str, name: str = "") -> str:
+        return "/".join(p for p in (self.base, folder, name) if p)
+
+    def _exists(self, key: str) -> bool:
+        return bool(self.fs.get_file_info(key).type == pafs.FileType.File)
+
+    def _put(self, key: str, text: str) -> None:
+        with self.fs.open_output_stream(key) as out:
+            out.write(text.encode())
+
+    def ensure(self) -> Inbox:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.fs.create_dir(self.base)
+        return self
+
+    def scan(self, limit: int | None = None) -> list[IncomingFile]:
+        infos = self.fs.get_file_info(pafs.FileSelector(self._key(INCOMING), allow_not_found=True))
+        found = [IncomingFile(PurePosixPath(i.path), int(i.size or 0), int(i.mtime_ns or 0)) for i in infos
+                 if i.type == pafs.FileType.File and not i.base_name.startswith(".") and i.base_name.endswith(".json")]
+        found.sort(key=lambda f: (f.mtime_ns, f.name))
+        return found[:limit] if limit is not None else found
+
+    def read(self, f: IncomingFile) -> bytes:
+        if f.size > MAX_REQUEST_BYTES:
+            raise ValueError(f"the file is {f.size} bytes; a request is at most {MAX_REQUEST_BYTES} bytes "
+                             "(one JSON object per file)")
+        with self.fs.open_input_stream(str(f.path)) as src:
+            data: bytes = src.read(MAX_REQUEST_BYTES + 1)
+        if len(data) > MAX_REQUEST_BYTES:
+            raise ValueError(f"the file is over {MAX_REQUEST_BYTES} bytes; a request is at most "
+                             f"{MAX_REQUEST_BYTES} bytes (one JSON object per file)")
+        return data
+
+    def processed_has(self, name: str) -> bool:
+        return self._exists(self._key(PROCESSED, name))
+
+    def _remote_move(self, f: IncomingFile, folder: str) -> str:
+        dest = self._key(folder, f.name)
+        if self._exists(dest) or self._exists(dest + REASON_SUFFIX):
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+            p = PurePosixPath(f.name)
+            dest = self._key(folder, f"{p.stem}.{stamp}-{uuid.uuid4().hex[:6]}{p.suffix}")
+        self.fs.copy_file(str(f.path), dest)
+        self.fs.delete_file(str(f.path))
+        return dest
+
+    def move_processed(self, f: IncomingFile, note: str | None = None) -> PurePath:
+        dest = self._remote_move(f, PROCESSED)
+        if note:
+            self._put(dest + NOTE_SUFFIX, note.rstrip() + "\n")
+        return PurePosixPath(dest)
+
+    def move_rejected(self, f: IncomingFile, reason: str) -> PurePath:
+        dest = self._remote_move(f, REJECTED)
+        self._put(dest + REASON_SUFFIX, f"{reason.rstrip()}\nrejected at {datetime.now(UTC).isoformat()}\n")
+        return PurePosixPath(dest)
+
+    def write_request(self, document: Mapping[str, Any], name: str | None = None) -> PurePath:
+        safe = _file_stem(document, name)
+        dest = self._key(INCOMING, f"{safe}.json")
+        if self._exists(dest):
+            dest = self._key(INCOMING, f"{safe}-{uuid.uuid4().hex[:6]}.json")
+        self._put(dest, json.dumps(dict(document), indent=2, sort_keys=True) + "\n")
+        return PurePosixPath(dest)
 
 
 def _write_atomic(path: Path, text: str) -> None:

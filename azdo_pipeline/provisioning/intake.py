@@ -87,7 +87,7 @@ def _ingest_one(inbox: Inbox, ledger: Ledger, parse: Parse, f: IncomingFile, org
         inbox.move_processed(f)
         report.received.append(accepted.request_id)
     elif got.kind == "duplicate":
-        if got.entry.file_name == f.name and not (inbox.processed / f.name).exists():
+        if got.entry.file_name == f.name and not inbox.processed_has(f.name):
             # Taken into the ledger by a tick that stopped before moving the file: finish the move.
             inbox.move_processed(f)
             return

@@ -100,7 +100,7 @@ def run_demo(size: str = "small", seed: int = 42, org: str = DEFAULT_ORG, data_d
                     # Then a few requests through the inbox, the sensor and the provisioning job.
                     run_id = f"demo-{secrets.token_hex(3)}"
                     docs = demo_requests(world, world.orgs[org], run_id)
-                    ok = provision_through_sensor(defs, instance, azdo, store.data_dir / "inbox", docs)
+                    ok = provision_through_sensor(defs, instance, azdo, None, docs)
                     provisioned = [d["id"] for d in docs] if ok else []
         finally:
             os.environ.pop(DEMO_PAT_ENV, None)

@@ -14,6 +14,7 @@ from typing import Any
 import dagster as dg
 import pyarrow.parquet as pq
 
+from azdo_pipeline.provisioning.flow import provisioning_settings
 from azdo_pipeline.provisioning.inbox import Inbox
 from azdo_pipeline.resources import AzdoPipeline
 from azdo_pipeline.store import Store
@@ -47,9 +48,11 @@ def demo_requests(world: World, org: OrgState, run: str) -> list[dict[str, Any]]
 
 
 def provision_through_sensor(defs: dg.Definitions, instance: dg.DagsterInstance, resource: AzdoPipeline,
-                             inbox_dir: Path, docs: list[dict[str, Any]], max_ticks: int = 10) -> bool:
-    """Drop `docs` into the inbox, then tick the sensor and run what it asks until it asks for nothing."""
-    inbox = Inbox(inbox_dir).ensure()
+                             inbox_dir: Path | None, docs: list[dict[str, Any]], max_ticks: int = 10) -> bool:
+    """Drop `docs` into the inbox (the configuration's when `inbox_dir` is None), then tick the sensor
+    and run what it asks until it asks for nothing."""
+    inbox = (Inbox(inbox_dir) if inbox_dir is not None else
+             provisioning_settings(resource.config(), data_dir=resource.data_dir).inbox()).ensure()
     for doc in docs:
         inbox.write_request(doc)
     sensor = defs.resolve_sensor_def("provisioning_inbox")

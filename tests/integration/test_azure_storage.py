@@ -200,3 +200,49 @@ def test_a_run_that_dies_before_its_pointer_leaves_the_previous_snapshot(
     else:
         assert gone == []
     assert _remote_tables(account).keys() == before.keys()
+
+
+def test_the_inbox_in_the_account(account: str, tmp_path: Path) -> None:
+    """Requests dropped as objects (by another tool, or `azdo-pipeline request`) are taken once; a
+    malformed one is rejected with its reason beside it; a re-dropped one is noted, not taken again."""
+    from azdo_pipeline.provisioning.flow import parse_request
+    from azdo_pipeline.provisioning.inbox import RemoteInbox
+    from azdo_pipeline.provisioning.intake import ingest
+    from azdo_pipeline.provisioning.ledger import Ledger
+
+    inbox = RemoteInbox(tmp_path / "local-inbox", _mirror(account)).ensure()
+    assert isinstance(inbox, RemoteInbox)
+    doc = {"id": "r-1", "organization": ORG, "action": "grant", "principal": "alice@example.com",
+           "target": "[Alpha]\\Readers"}
+    inbox.write_request(doc)
+    inbox.write_request({"id": "bad", "action": "fly"}, name="bad")
+    with Ledger(inbox.ledger_path) as ledger:
+        first = ingest(inbox, ledger, parse_request)
+        inbox.write_request(doc, name="again")  # the same request dropped twice
+        second = ingest(inbox, ledger, parse_request)
+        assert [e.request_id for e in ledger.entries()] == ["r-1"]
+    assert first.received == ["r-1"] and [n for n, _ in first.rejected] == ["bad.json"]
+    assert second.duplicates == ["r-1"] and second.received == []
+    fs = inbox.fs
+    names = {i.base_name for i in fs.get_file_info(pafs.FileSelector(inbox.base, recursive=True))
+             if i.type == pafs.FileType.File}
+    assert {"r-1.json", "again.json", "again.json.note.txt", "bad.json", "bad.json.reason.txt"} <= names
+    assert inbox.scan() == []  # incoming/ is empty
+    with fs.open_input_stream(f"{inbox.base}/rejected/bad.json.reason.txt") as f:
+        assert b"action" in f.read()
+    assert inbox.ledger_path.is_relative_to(tmp_path)  # the ledger stays on local disk
+
+
+def test_make_demo_with_an_azure_data_dir(account: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """What `make demo DATA_DIR=az://…` runs: sync, graph and provisioning, mirrored to the account."""
+    from azdo_pipeline import cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert cli.main(["demo", "--size", "tiny", "--data-dir", account]) == 0
+    out = capsys.readouterr().out
+    assert f"mirrored to {account}" in out and "provisioning: 5 requests" in out
+    mirror = _mirror(account)
+    pointer = mirror.pointer("sim-fabrikam")
+    assert set(pointer["kinds"]) == {"raw", "access_graph", "provisioning"}
+    assert "provisioning_outcomes" in pointer["tables"] and "effective_grants" in pointer["tables"]
