@@ -225,10 +225,21 @@ class ProvisioningSettings(_Settings):
     """`provisioning:` — the inbox and how its requests are carried out (docs/operations.md)."""
 
     inbox_dir: Path | None = None  # None: {data_dir}/inbox
+    inbox_url: str | None = None  # inbox_dir given as an abfs:// / az:// URL (the ledger stays local)
     max_batch: Annotated[int, Field(strict=True, ge=1, le=10_000)] = 1000
     dry_run: StrictBool = False  # every request reports the calls it would make, makes none
     confirm_wait_minutes: Annotated[float, Field(strict=True, gt=0, le=7 * 24 * 60)] = 90.0
     recheck_interval_seconds: Annotated[int, Field(strict=True, ge=10, le=86_400)] = 300
+
+    @model_validator(mode="before")
+    @classmethod
+    def _remote_inbox(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("inbox_dir"), str) and is_remote(data["inbox_dir"]):
+            if data.get("inbox_url"):
+                raise _problem("inbox_url is set from inbox_dir; give only inbox_dir")
+            parse_url(data["inbox_dir"])  # refuses a malformed URL or one carrying a secret
+            data = {k: v for k, v in data.items() if k != "inbox_dir"} | {"inbox_url": data["inbox_dir"]}
+        return data
 
     @field_validator("inbox_dir", mode="before")
     @classmethod

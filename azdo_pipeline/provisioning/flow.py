@@ -52,8 +52,8 @@ class ProvisioningSettings:
     def inbox(self) -> Inbox:
         if self.inbox_url is None:
             return Inbox(self.inbox_dir)
-        base, _, _ = self.inbox_url.rpartition("/")
-        return RemoteInbox(self.inbox_dir, Mirror(parse_url(base)))
+        loc = parse_url(self.inbox_url)
+        return RemoteInbox(self.inbox_dir, Mirror(replace(loc, prefix="")), prefix=loc.prefix or "inbox")
 
 
 def provisioning_settings(cfg: PipelineConfig, data_dir: str | Path | None = None) -> ProvisioningSettings:
@@ -65,7 +65,8 @@ def provisioning_settings(cfg: PipelineConfig, data_dir: str | Path | None = Non
     return ProvisioningSettings(inbox_dir=p.inbox_dir or base / "inbox", max_batch=p.max_batch, dry_run=p.dry_run,
                                 confirm_wait=timedelta(minutes=p.confirm_wait_minutes),
                                 recheck_interval=timedelta(seconds=p.recheck_interval_seconds),
-                                inbox_url=f"{url.rstrip('/')}/inbox" if url and p.inbox_dir is None else None)
+                                inbox_url=p.inbox_url or (f"{url.rstrip('/')}/inbox" if url and p.inbox_dir is None
+                                                          else None))
 
 
 # ---- parsing ------------------------------------------------------------------------------------

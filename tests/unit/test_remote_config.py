@@ -43,3 +43,23 @@ def test_a_url_data_dir_gets_a_local_cache(tmp_path: Path) -> None:
     assert cfg.data_dir == tmp_path / "c"
     with pytest.raises(ConfigurationError, match="data_dir"):
         parse_config({"data_dir": "abfs://nope/azdo", "organizations": ORGS}, source="t.yaml")
+
+
+def test_the_inbox_follows_data_dir_or_its_own_url(tmp_path: Path) -> None:
+    from azdo_pipeline.provisioning.flow import provisioning_settings
+    from azdo_pipeline.provisioning.inbox import RemoteInbox
+
+    url = "abfs://lake@acct01.dfs.core.windows.net/azdo"
+    cfg = parse_config({"data_dir": url, "cache_dir": str(tmp_path / "c"), "organizations": ORGS}, source="t.yaml")
+    inbox = provisioning_settings(cfg).inbox()
+    assert isinstance(inbox, RemoteInbox) and inbox.base == "lake/azdo/inbox"
+    assert inbox.ledger_path == tmp_path / "c" / "inbox" / "ledger.sqlite3"  # the ledger stays local
+    cfg = parse_config({"data_dir": str(tmp_path / "d"), "organizations": ORGS,
+                        "provisioning": {"inbox_dir": "abfs://req@acct01.dfs.core.windows.net/requests"}},
+                       source="t.yaml")
+    inbox = provisioning_settings(cfg).inbox()
+    assert isinstance(inbox, RemoteInbox) and inbox.base == "req/requests"
+    assert inbox.ledger_path == tmp_path / "d" / "inbox" / "ledger.sqlite3"
+    local = provisioning_settings(parse_config({"data_dir": str(tmp_path / "e"), "organizations": ORGS},
+                                               source="t.yaml")).inbox()
+    assert not isinstance(local, RemoteInbox) and local.root == tmp_path / "e" / "inbox"
