@@ -88,15 +88,9 @@ class Inbox:
 
     def read(self, f: IncomingFile) -> bytes:
         """The file's bytes; ValueError naming the limit for a file too large to be a request."""
-        if f.size > MAX_REQUEST_BYTES:
-            raise ValueError(f"the file is {f.size} bytes; a request is at most {MAX_REQUEST_BYTES} bytes "
-                             "(one JSON object per file)")
+        _check_size(f.size)
         with open(f.path, "rb") as fh:
-            data = fh.read(MAX_REQUEST_BYTES + 1)
-        if len(data) > MAX_REQUEST_BYTES:
-            raise ValueError(f"the file is over {MAX_REQUEST_BYTES} bytes; a request is at most "
-                             f"{MAX_REQUEST_BYTES} bytes (one JSON object per file)")
-        return data
+            return _checked(fh.read(MAX_REQUEST_BYTES + 1))
 
     def processed_has(self, name: str) -> bool:
         return (self.processed / name).exists()
@@ -133,6 +127,20 @@ class Inbox:
             dest = self.incoming / f"{safe}-{uuid.uuid4().hex[:6]}.json"
         _write_atomic(dest, json.dumps(dict(document), indent=2, sort_keys=True) + "\n")
         return dest
+
+
+def _check_size(size: int) -> None:
+    if size > MAX_REQUEST_BYTES:
+        raise ValueError(f"the file is {size} bytes; a request is at most {MAX_REQUEST_BYTES} bytes "
+                         "(one JSON object per file)")
+
+
+def _checked(data: bytes) -> bytes:
+    """The bytes read (at most the limit + 1): a file that grew past the limit since it was listed."""
+    if len(data) > MAX_REQUEST_BYTES:
+        raise ValueError(f"the file is over {MAX_REQUEST_BYTES} bytes; a request is at most "
+                         f"{MAX_REQUEST_BYTES} bytes (one JSON object per file)")
+    return data
 
 
 def _file_stem(document: Mapping[str, Any], name: str | None) -> str:
@@ -180,15 +188,9 @@ class RemoteInbox(Inbox):
         return found[:limit] if limit is not None else found
 
     def read(self, f: IncomingFile) -> bytes:
-        if f.size > MAX_REQUEST_BYTES:
-            raise ValueError(f"the file is {f.size} bytes; a request is at most {MAX_REQUEST_BYTES} bytes "
-                             "(one JSON object per file)")
+        _check_size(f.size)
         with self.fs.open_input_stream(str(f.path)) as src:
-            data: bytes = src.read(MAX_REQUEST_BYTES + 1)
-        if len(data) > MAX_REQUEST_BYTES:
-            raise ValueError(f"the file is over {MAX_REQUEST_BYTES} bytes; a request is at most "
-                             f"{MAX_REQUEST_BYTES} bytes (one JSON object per file)")
-        return data
+            return _checked(src.read(MAX_REQUEST_BYTES + 1))
 
     def processed_has(self, name: str) -> bool:
         return self._exists(self._key(PROCESSED, name))
