@@ -170,14 +170,21 @@ class Mirror:
         return self._get_json(self.pointer_path(org)) or {}
 
     # ---- push ---------------------------------------------------------------------------------------
-    def push(self, org: str, kind: str, snapshot: str, files: Mapping[str, Path], manifest: Path) -> None:
-        """Upload a committed snapshot (tables, then manifest), then switch the organization's pointer."""
+    def push(self, org: str, kind: str, snapshot: str, files: Mapping[str, Path], manifest: Path,
+             same_as: Mapping[str, str] | None = None) -> None:
+        """Upload a committed snapshot (tables, then manifest), then switch the organization's pointer.
+        `same_as`: tables whose file is an earlier snapshot's (shared, not rewritten): copied within
+        the account instead of uploaded again."""
         self.fs.create_dir(self.loc.path())
         before = self.pointer(org)
         for table, local in files.items():
             dst = self.table_path(table, org, snapshot)
             if self._exists(dst):
                 continue  # pushed by an earlier attempt: objects are immutable
+            earlier = (same_as or {}).get(table)
+            if earlier and self._exists(self.table_path(table, org, earlier)):
+                self.fs.copy_file(self.table_path(table, org, earlier), dst)  # server-side, no upload
+                continue
             with open(local, "rb") as src, self.fs.open_output_stream(dst) as out:
                 while chunk := src.read(8 << 20):
                     out.write(chunk)

@@ -372,9 +372,18 @@ class Store:
     def _push(self, org: str, kind: str, snapshot: str, tables: list[str]) -> None:
         """Mirror a published snapshot to Azure storage: its objects, its manifest, then the pointer."""
         assert self.mirror is not None
+        files = {t: self.snapshot_path(t, org, snapshot) for t in tables}
+        # A table an incremental run shared with an earlier snapshot is the same file (a hard link).
+        same_as: dict[str, str] = {}
+        for earlier in self.snapshots(org):
+            if earlier == snapshot:
+                continue
+            for t, path in files.items():
+                other = self.snapshot_path(t, org, earlier)
+                if t not in same_as and other.exists() and os.path.samefile(path, other):
+                    same_as[t] = earlier
         try:
-            self.mirror.push(org, kind, snapshot, {t: self.snapshot_path(t, org, snapshot) for t in tables},
-                             self.manifest_path(org, snapshot))
+            self.mirror.push(org, kind, snapshot, files, self.manifest_path(org, snapshot), same_as)
         except OSError as exc:
             raise OSError(f"snapshot {snapshot} of '{org}' is published in the local cache {self.data_dir} but "
                           f"could not be uploaded to {self.mirror.loc.url} ({exc}); readers there still see the "

@@ -114,6 +114,14 @@ def test_an_empty_cache_pulls_what_the_pointer_names(sim_server: SimulatorServer
 def _dying(mirror: Mirror, fatal: str) -> Mirror:
     """The account, except that the process 'dies' (SystemExit) when it starts writing a path
     containing `fatal`: what a SIGKILL at that moment leaves in the account."""
+    def die(path: str) -> None:
+        if fatal in path:
+            raise SystemExit(f"killed while writing {path}")
+    return _watched(mirror, die)
+
+
+def _watched(mirror: Mirror, on_write: Any) -> Mirror:
+    """The account, calling `on_write(path)` before each object is written."""
     real = mirror.fs
 
     class Handler(pafs.FileSystemHandler):
@@ -166,8 +174,7 @@ def _dying(mirror: Mirror, fatal: str) -> Mirror:
             return real.open_input_file(path)
 
         def open_output_stream(self, path: str, metadata: Any = None) -> Any:
-            if fatal in path:
-                raise SystemExit(f"killed while writing {path}")
+            on_write(path)
             return real.open_output_stream(path)
 
         def open_append_stream(self, path: str, metadata: Any = None) -> Any:
@@ -246,3 +253,25 @@ def test_make_demo_with_an_azure_data_dir(account: str, tmp_path: Path, monkeypa
     pointer = mirror.pointer("sim-fabrikam")
     assert set(pointer["kinds"]) == {"raw", "access_graph", "provisioning"}
     assert "provisioning_outcomes" in pointer["tables"] and "effective_grants" in pointer["tables"]
+
+
+def test_a_table_shared_with_the_previous_snapshot_is_copied_in_the_account_not_uploaded(
+        sim_server: SimulatorServer, account: str, tmp_path: Path) -> None:
+    cred = PatCredential(sim_server.pat)  # type: ignore[attr-defined]
+    plain = Store(tmp_path / "cache", mirror=_mirror(account))
+    _sync(sim_server, cred, plain, "s1", OPTIONS)
+    written: list[str] = []
+    store = Store(tmp_path / "cache", mirror=_watched(_mirror(account), written.append))
+    with store.begin(ORG, "s2") as draft:  # as an incremental run does: users patched, the rest shared
+        for table in schemas.RAW_TABLES:
+            if table == "users":
+                draft.write_table(table, store.read_latest(table, ORG))
+            else:
+                draft.link(table, "s1")
+        draft.commit()
+    uploaded = [p for p in written if p.endswith(".parquet")]
+    assert len(uploaded) == 1 and "users/org=" in uploaded[0] and "snapshot=s2" in uploaded[0]
+    assert _mirror(account).pointer(ORG)["kinds"] == {"raw": "s2"}
+    got = _remote_tables(account)
+    for table in schemas.RAW_TABLES:
+        assert got[table].equals(store.read_latest(table, ORG)), table
