@@ -14,9 +14,9 @@ import dagster as dg
 from assets.raw import CODE_VERSION, OWNERS, RAW_SPECS, column_schema
 from azdo_pipeline import schemas
 from azdo_pipeline.accessgraph import checks as graph_checks
-from azdo_pipeline.accessgraph.build import reusable_graph, write_access_graph
 from azdo_pipeline.accessgraph.schemas import DERIVED_TABLES
 from azdo_pipeline.failures import plain_failures
+from azdo_pipeline.graphwrite import write_graph
 from azdo_pipeline.partitions import org_partitions
 from azdo_pipeline.resources import AzdoPipeline
 from azdo_pipeline.store import new_snapshot_id
@@ -58,16 +58,10 @@ def access_graph_build(context: dg.AssetExecutionContext, azdo: AzdoPipeline) ->
         raw, raw_snapshot = store.read_consistent(schemas.RAW_TABLES, org)
     # Its own id: the raw sync of the same run may have started within the same second.
     snapshot = f"{new_snapshot_id(run_id=context.run.run_id)}-graph"
-    raw_manifest = store.latest_manifest(org)
-    same_as = reusable_graph(raw_manifest, store.latest_manifest(org, kind="access_graph")) \
-        if raw_manifest and raw_manifest.get("snapshot") == raw_snapshot else None
     with store.begin(org, snapshot, kind="access_graph") as draft:
-        if same_as:  # nothing in the raw tables changed: the published graph is this snapshot's (hard links)
-            for name in DERIVED_TABLES:
-                draft.link(name, same_as)
-            counts = {name: draft.read(name).num_rows for name in DERIVED_TABLES}
-        else:
-            counts = write_access_graph(raw, draft.writer, organization=org)
+        # Shared when no raw table changed, brought up to date after an incremental sync, else in full.
+        written = write_graph(draft, store, org, raw, raw_snapshot)
+        counts = written.counts
         outcomes = graph_checks.run_all(raw, {name: draft.read(name) for name in DERIVED_TABLES})
         failed = [name for name, out in outcomes.items()
                   if not out.passed and graph_checks.SEVERITY.get(name) != "WARN"]
@@ -75,7 +69,9 @@ def access_graph_build(context: dg.AssetExecutionContext, azdo: AzdoPipeline) ->
             kept = draft.reject(f"{name}: {outcomes[name].count} offending, e.g. {', '.join(outcomes[name].examples)}"
                                 for name in failed)
         else:
-            draft.commit(simulated=simulated, extra={"raw_snapshot": raw_snapshot, "shared_with": same_as})
+            draft.commit(simulated=simulated, extra={
+                "raw_snapshot": raw_snapshot, "shared_with": written.shared_with, "updated_from": written.updated_from,
+                "built": written.built})
     if not failed:
         for name, schema in DERIVED_TABLES.items():
             yield dg.MaterializeResult(asset_key=name, metadata={
@@ -85,7 +81,7 @@ def access_graph_build(context: dg.AssetExecutionContext, azdo: AzdoPipeline) ->
                 "snapshot": snapshot,
                 "simulated": simulated,
                 "raw snapshot": raw_snapshot or "latest",
-                "built": f"shared with {same_as} (no raw table changed)" if same_as else "in full",
+                "built": written.built,
             })
     for name, (asset, _desc) in GRAPH_CHECKS.items():
         out = outcomes[name]

@@ -79,8 +79,10 @@ def _shortest(rows: EffectiveRows, tie: np.ndarray, n_ents: int) -> EffectiveRow
     return rows.take(order[first_of_runs(key)])
 
 
-def effective_from_closure(ix: GraphIndex, rows: ClosureRows, lo: int, hi: int) -> EffectiveRows:
-    """Effective grants of the principals with codes in [lo, hi), given their closure rows."""
+def effective_from_closure(ix: GraphIndex, rows: ClosureRows, lo: int, hi: int,
+                           only: np.ndarray | None = None) -> EffectiveRows:
+    """Effective grants of the principals with codes in [lo, hi) (and in `only`, sorted codes, when
+    given), given their closure rows."""
     cat = ix.catalogue
     n_ents = len(cat)
     h = rows.group
@@ -108,8 +110,9 @@ def effective_from_closure(ix: GraphIndex, rows: ClosureRows, lo: int, hi: int) 
     # grants held by a principal itself: direct for it, and through it for its transitive members
     held_p, held_e = cat.held_principal, cat.held_ent
     a, b = np.searchsorted(held_p, [lo, hi])
-    held = [EffectiveRows(held_e[a:b], held_p[a:b], np.zeros(b - a, I32), np.full(b - a, -1, I32),
-                          Paths.empty(b - a))]
+    own = np.arange(a, b) if only is None else a + np.flatnonzero(np.isin(held_p[a:b], only))
+    held = [EffectiveRows(held_e[own], held_p[own], np.zeros(len(own), I32), np.full(len(own), -1, I32),
+                          Paths.empty(len(own)))]
     if len(held_p) and len(rows):
         ptr = np.searchsorted(held_p, np.arange(ix.n_groups + 1)).astype(I64)  # held grants of groups
         rep, pos = expand(ptr, h)
@@ -147,6 +150,39 @@ def iter_effective(ix: GraphIndex, *, chunk_edges: int = CHUNK_EDGES) -> Iterato
         if len(out):
             yield out
         lo = hi
+
+
+def iter_effective_of(ix: GraphIndex, principals: np.ndarray, *,
+                      chunk_edges: int = CHUNK_EDGES) -> Iterator[EffectiveRows]:
+    """Effective grants of some principals only (sorted unique codes), chunk by chunk as
+    `iter_effective`: each principal's rows are exactly those the whole graph's pass gives it."""
+    gc = ix.group_closure
+    n_groups, n_nodes = ix.n_groups, ix.n_nodes
+    groups, others = principals[principals < n_groups], principals[principals >= n_groups]
+    if len(groups):
+        rows = gc.rows.take(np.flatnonzero(np.isin(gc.rows.principal, groups)))
+        out = effective_from_closure(ix, rows, 0, n_groups, only=groups)
+        if len(out):
+            yield out
+    sel = np.isin(ix.edge_member, others)
+    member, container = ix.edge_member[sel], ix.edge_container[sel]  # still sorted by member
+    i = 0
+    while i < len(others):
+        lo = int(others[i])
+        e_lo = int(np.searchsorted(member, lo))
+        target = e_lo + chunk_edges
+        hi = n_nodes if target >= len(member) else max(int(member[target]), lo + 1)
+        j = int(np.searchsorted(others, hi))
+        e_hi = int(np.searchsorted(member, hi))
+        if e_hi > e_lo:
+            rows = principal_closure(gc, n_groups, member[e_lo:e_hi], container[e_lo:e_hi])
+        else:
+            z = np.zeros(0, I32)
+            rows = ClosureRows(z, z, z, Paths.empty(0))
+        out = effective_from_closure(ix, rows, lo, hi, only=others[i:j])
+        if len(out):
+            yield out
+        i = j
 
 
 def effective_batch(ix: GraphIndex, rows: EffectiveRows) -> pa.RecordBatch:
