@@ -68,7 +68,10 @@ class AsyncioStream(AsyncNetworkStream):
                 async with asyncio.timeout(timeout):
                     await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
         except BaseException:
-            await self.aclose()
+            # Mid-handshake, asyncio's SSL protocol never tells the stream that the connection
+            # closed, so aclose() would wait out its whole bound: abort, the socket closes on the
+            # loop's next turn.
+            self._writer.transport.abort()
             raise
         return self
 
