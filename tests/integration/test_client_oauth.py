@@ -101,32 +101,46 @@ def test_login_with_auth_code_then_silent_refresh(server: SimulatorServer, tmp_p
         assert token not in r.getMessage() and app.client_secret not in r.getMessage()
 
 
+def _wait_for_pending_poll(world: World, user_code: str) -> None:
+    """Until the device code has been polled and answered authorization_pending (msal polls every
+    `interval` s); the deadline only keeps a failed login from leaving this thread behind."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with world.lock:
+            rec = store_of(world).device_by_user_code(user_code)
+            if rec is not None and rec.polls >= 1:
+                return
+        time.sleep(0.02)
+
+
 def test_device_code_login(server: SimulatorServer, tmp_path: Path) -> None:
     app = entra.register_app(server.world)
     with server.world.lock:
         store_of(server.world).device_poll_interval = 1
     cache = tmp_path / "device.msal.json"
     codes: list[str] = []
+    said = threading.Event()
 
     def say(message: str) -> None:
         codes.append(message)
+        said.set()
 
     def approve() -> None:
-        deadline = time.monotonic() + 20
-        while not codes and time.monotonic() < deadline:
-            time.sleep(0.1)
+        said.wait(60)
         user_code = next(w for w in codes[0].replace(".", " ").split() if w.isupper() and len(w) >= 6)
-        time.sleep(1.2)
+        _wait_for_pending_poll(server.world, user_code)  # the login has been told to wait once
         s = requests.Session()
         s.trust_env = False
         s.verify = server.ca_file
         assert s.post(f"{server.base_url}/_sim/entra/devicecodes/{user_code}",
                       json={"action": "approve"}).status_code == 200
 
-    t = threading.Thread(target=approve)
+    t = threading.Thread(target=approve, daemon=True)
     t.start()
     login(_settings(server, app, cache, secret=False), ORG, device_code=True, say=say, timeout=30)
     t.join()
+    with server.world.lock:
+        assert [d.polls >= 1 for d in store_of(server.world).device_codes.values()] == [True]  # told to wait first
     cred = OAuthCredential(_settings(server, app, cache, secret=False), ORG)
     n, _ = asyncio.run(_users(server, cred))
     assert n > 0

@@ -275,17 +275,25 @@ def test_device_code_flow_approved_through_the_admin_api(sim_server) -> None:
     assert flow["verification_uri"].startswith(sim_server.base_url)
 
     def approve() -> None:
-        time.sleep(1.5)  # let msal see authorization_pending at least once
+        # msal polls every `interval` s: approve once it has been told authorization_pending
+        deadline = time.monotonic() + 60  # only keeps a failed flow from leaving this thread behind
+        while time.monotonic() < deadline:
+            with sim_server.world.lock:
+                if store_of(sim_server.world).device_by_user_code(flow["user_code"]).polls >= 1:
+                    break
+            time.sleep(0.02)
         s = session(sim_server)
         resp = s.post(f"{sim_server.base_url}/_sim/entra/devicecodes/{flow['user_code']}",
                       json={"action": "approve"})
         assert resp.status_code == 200, resp.text
 
-    t = threading.Thread(target=approve)
+    t = threading.Thread(target=approve, daemon=True)
     t.start()
     r = client.acquire_token_by_device_flow(flow)
     t.join()
     assert "access_token" in r, r
+    with sim_server.world.lock:
+        assert store_of(sim_server.world).device_codes[flow["device_code"]].polls >= 1  # told to wait first
     assert client.get_accounts()
     assert ado_users(sim_server, r["access_token"]).status_code == 200
     with sim_server.world.lock:

@@ -126,12 +126,22 @@ def test_keys_that_arrive_later_are_used_before_any_look_up() -> None:
 
     d = Directory(n_groups=40, n_users=50)
     svc = _service(d)
+    answer = next(handler for method, _, handler in svc.routes if method == "POST")
+    answered: list[asyncio.Event] = []
+
+    def answer_then_say_so(request: httpx.Request) -> httpx.Response:
+        response = answer(request)
+        answered[0].set()
+        return response
+
+    svc.routes.insert(0, ("POST", "/_apis/identitybatch", answer_then_say_so))
 
     async def go():
         keys: dict[str, str] = {}
+        answered.append(asyncio.Event())
 
         async def fill_later() -> None:  # e.g. the entitlement pages, still arriving
-            await asyncio.sleep(0.05)
+            await answered[0].wait()  # the groups have been read while the map was still empty
             keys.update(d.users)
 
         ready = asyncio.ensure_future(fill_later())

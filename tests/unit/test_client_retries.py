@@ -167,16 +167,23 @@ def test_rate_limit_delay_and_low_remaining_slow_down() -> None:
     assert clock.sleeps[1] == pytest.approx(1.5)
 
 
+@pytest.mark.timeout(30)  # fewer than 3 in flight at once would wait here forever
 def test_concurrency_is_bounded() -> None:
     import asyncio
 
     svc = FakeService()
     in_flight = {"now": 0, "max": 0}
+    three: list[asyncio.Event] = []
 
     async def slow(request: httpx.Request) -> httpx.Response:
+        if not three:
+            three.append(asyncio.Event())
         in_flight["now"] += 1
         in_flight["max"] = max(in_flight["max"], in_flight["now"])
-        await asyncio.sleep(0.01)
+        if in_flight["now"] == 3:
+            three[0].set()
+        await three[0].wait()  # the first answers wait until three requests are in flight together
+        await asyncio.sleep(0)  # one more turn in flight: a fourth, were it let through, would be seen
         in_flight["now"] -= 1
         return json_response({"value": "x"})
 

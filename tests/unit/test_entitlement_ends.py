@@ -60,7 +60,7 @@ class Entitlements:
     that row in the order, at the time of the answer. `desc` is the exact reverse of `asc` (ties by
     id), unless `ties_by_id_asc`: then rows of the same name come id-ascending in both orders.
     `holds[(order, page no)] = k` holds that answer until the consumer has received k pages
-    (`received`, counted by `read_tables`); `on_request(self, order, page no)` runs as a request
+    (`received`, counted by `receive()`); `on_request(self, order, page no)` runs as a request
     arrives (to change the list mid-read).
     """
 
@@ -78,7 +78,15 @@ class Entitlements:
         self.token_for: Callable[[str, int], str] | None = None  # (order, page no) -> token to send
         self.received = 0
         self.cancelled = 0
+        self._held: list[tuple[int, asyncio.Future[None]]] = []  # (pages needed, released when received)
         self._n = itertools.count(1)
+
+    def receive(self) -> None:
+        """The consumer has one more page: release the answers held until then."""
+        self.received += 1
+        for need, released in self._held:
+            if self.received >= need and not released.done():
+                released.set_result(None)
 
     def add(self, ident: str, name: str) -> None:
         self.rows[ident] = name
@@ -118,12 +126,16 @@ class Entitlements:
         if self.on_request is not None:
             self.on_request(self, order, page_no)
         need = self.holds.get((order, page_no))
-        try:
-            while need is not None and self.received < need:
-                await asyncio.sleep(0.001)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
+        if need is not None and self.received < need:
+            held = (need, asyncio.get_running_loop().create_future())
+            self._held.append(held)
+            try:
+                await held[1]
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+            finally:
+                self._held.remove(held)
         rest = self._after(order, anchor)
         ids, more = rest[:PAGE], len(rest) > PAGE
         nxt = None
@@ -151,7 +163,7 @@ async def read_tables(client: AzureDevOpsClient, fake: Entitlements | None = Non
     async for table in client.entitlements.iter_user_entitlement_tables():
         pages.append(table)
         if fake is not None:
-            fake.received += 1
+            fake.receive()
     return pages
 
 
@@ -390,15 +402,15 @@ def test_consumer_stopping_early_leaves_no_task_behind(stop_after: int, closing:
                 async with contextlib.aclosing(gen):
                     async for _ in gen:
                         got += 1
-                        fake.received += 1
+                        fake.receive()
                         if got == stop_after:
                             break
-                await asyncio.sleep(0.01)
+                # aclose() returned: every task the read started is already over (no grace period)
                 leftovers.extend(asyncio.all_tasks() - mine)
             else:  # no aclose: asyncio.run finalizes the generator at shutdown
                 async for _ in gen:
                     got += 1
-                    fake.received += 1
+                    fake.receive()
                     if got == stop_after:
                         break
         return got
