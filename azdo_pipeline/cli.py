@@ -190,8 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands the simulator distribution (azdo-sim, simulator/ in the repository) adds; a production
+# install does not have them.
+SIMULATOR_COMMANDS = ("demo", "dev", "simulate", "tour")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    simulator = list(entry_points(group="azdo_pipeline.commands"))
+    if words and words[0] in SIMULATOR_COMMANDS and not simulator:
+        print(f"azdo-pipeline {words[0]}: this command comes with the bundled simulator, which a production install "
+              "does not include; from the repository run `make install` (or `pip install ./simulator`), then try "
+              "again. Against your own organization: `azdo-pipeline sync --config FILE`.", file=sys.stderr)
+        return 2
+    args = parser.parse_args(words)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
