@@ -11,11 +11,15 @@ and mirrors every committed snapshot to the storage account:
 2. last, one small pointer object per organization, `_latest/org={org}.json`, naming the snapshot of
    each kind and each table's snapshot.
 
-Blob storage has no atomic rename across objects (Azurite none at all), but a single PUT of one
-object is atomic: readers resolve the pointer and read the objects it names, so they see the previous
-snapshot or the new one, never a mix. Objects of a run killed before its pointer are never named by
-a pointer; `Mirror.clean` removes them once older than a grace period. A machine with an empty cache
-(another worker pod) first pulls what the pointer names (`Mirror.pull`).
+Blob storage has no atomic rename across objects (Azurite none at all), but replacing one object in
+one request is atomic: readers resolve the pointer and read the objects it names, so they see the
+previous snapshot or the new one, never a mix. pyarrow's output stream is not one request (it
+creates the object EMPTY when opened, then commits the data when closed), so the manifest and the
+pointer are written to a temporary object first, then copied over their name server-side (`put_whole`).
+Objects of a run killed before its pointer are never named by a pointer; after each push,
+`Mirror.clean` removes those older than a grace period. `Mirror.snapshots` lists the committed
+snapshots (those with a manifest). A machine with an empty cache (another worker pod) first pulls
+what the pointer names (`Mirror.pull`).
 
 Credentials come from the environment, never from the configuration file: AZURE_STORAGE_ACCOUNT_KEY,
 or AZURE_STORAGE_SAS_TOKEN, or else the default credential chain (AZURE_CLIENT_ID / AZURE_TENANT_ID /
@@ -28,8 +32,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -45,6 +51,26 @@ SCHEMES = ("abfs", "abfss", "az")
 POINTERS = "_latest"
 MANIFESTS = "_manifests"
 _DFS_HOST = re.compile(r"^(?P<container>[^@/]+)@(?P<account>[a-z0-9]{3,24})\.(dfs|blob)\.core\.windows\.net$")
+
+
+log = logging.getLogger(__name__)
+TMP_SUFFIX = ".tmp"  # temporary objects of put_whole: `.{name}.{uuid}.tmp` beside their target
+
+
+def put_whole(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write one object so that readers see the old content or the new one, never an empty or partial
+    object: pyarrow's Azure output stream creates the object empty when opened and fills it when
+    closed, so the data goes to a temporary object beside it, which is then copied over `path`
+    server-side (Copy Blob From URL replaces the target in one request) and deleted. A process killed
+    midway leaves `path` as it was, and at most a temporary object that `Mirror.clean` removes."""
+    folder, _, name = path.rpartition("/")
+    tmp = f"{folder}/.{name}.{uuid.uuid4().hex}{TMP_SUFFIX}"
+    with fs.open_output_stream(tmp) as out:
+        out.write(data)
+    try:
+        fs.copy_file(tmp, path)
+    finally:
+        fs.delete_file(tmp)
 
 
 def is_remote(value: str | os.PathLike[str]) -> bool:
@@ -132,9 +158,11 @@ def filesystem(loc: RemoteLocation) -> pafs.AzureFileSystem:
 class Mirror:
     """Committed snapshots of the local store, mirrored to a storage account (see the module doc)."""
 
-    def __init__(self, loc: RemoteLocation, fs: pafs.FileSystem | None = None) -> None:
+    def __init__(self, loc: RemoteLocation, fs: pafs.FileSystem | None = None,
+                 grace: timedelta = timedelta(hours=1)) -> None:
         self.loc = loc
         self.fs = fs if fs is not None else filesystem(loc)
+        self.grace = grace  # objects of unfinished uploads younger than this may be a live run's
 
     def __repr__(self) -> str:
         return f"Mirror({self.loc.url!r})"
@@ -154,8 +182,7 @@ class Mirror:
         return bool(self.fs.get_file_info(path).type == pafs.FileType.File)
 
     def _put(self, path: str, data: bytes) -> None:
-        with self.fs.open_output_stream(path) as out:  # one PUT: the object appears whole or not at all
-            out.write(data)
+        put_whole(self.fs, path, data)
 
     def _get_json(self, path: str) -> dict[str, Any] | None:
         try:
@@ -179,12 +206,17 @@ class Mirror:
         before = self.pointer(org)
         for table, local in files.items():
             dst = self.table_path(table, org, snapshot)
-            if self._exists(dst):
-                continue  # pushed by an earlier attempt: objects are immutable
+            info = self.fs.get_file_info(dst)
+            if info.type == pafs.FileType.File and info.size == Path(local).stat().st_size:
+                continue  # pushed whole by an earlier attempt (one killed midway leaves it empty or short)
             earlier = (same_as or {}).get(table)
             if earlier and self._exists(self.table_path(table, org, earlier)):
-                self.fs.copy_file(self.table_path(table, org, earlier), dst)  # server-side, no upload
-                continue
+                try:
+                    self.fs.copy_file(self.table_path(table, org, earlier), dst)  # server-side, no upload
+                    continue
+                except OSError as exc:  # e.g. Copy Blob From URL's 256 MiB limit on a source: upload it
+                    log.info("%s: copying %s within the account failed (%s); uploading it", self.loc.url, dst, exc)
+            # Streamed to its final name: nothing names it until the manifest and the pointer do.
             with open(local, "rb") as src, self.fs.open_output_stream(dst) as out:
                 while chunk := src.read(8 << 20):
                     out.write(chunk)
@@ -195,6 +227,29 @@ class Mirror:
             state["tables"][table] = snapshot
         state["updated_at"] = datetime.now(UTC).isoformat()
         self._put(self.pointer_path(org), json.dumps(state, indent=1, sort_keys=True).encode())  # the switch
+        try:  # what runs killed earlier left; the push is done whatever happens here
+            self.clean(org, self.grace)
+        except OSError as exc:
+            log.warning("%s: could not clean what earlier runs of '%s' left (%s); the next push retries",
+                        self.loc.url, org, exc)
+
+    # ---- listing ------------------------------------------------------------------------------------
+    def snapshots(self, org: str, kind: str | None = None) -> list[str]:
+        """Committed snapshots of `org` in the account (of `kind` if given), newest first: those with a
+        manifest, which is written (whole) only after every table object of its snapshot. Table
+        objects of an upload that never finished have none and are not listed."""
+        out = []
+        for info in self._list(self.loc.path(MANIFESTS, f"org={org}")):
+            name = info.base_name
+            if info.type != pafs.FileType.File or name.startswith(".") or not name.endswith(".json"):
+                continue
+            m = self._get_json(info.path)
+            if m and m.get("snapshot") == name[:-5] and (kind is None or m.get("kind", "raw") == kind):
+                out.append(name[:-5])
+        return sorted(out, reverse=True)
+
+    def _list(self, base: str, recursive: bool = False) -> list[pafs.FileInfo]:
+        return list(self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=recursive)))
 
     # ---- pull ---------------------------------------------------------------------------------------
     def pull(self, org: str, cache_snapshot: Any, kind: str) -> tuple[str, dict[str, Path], Path] | None:
@@ -229,12 +284,14 @@ class Mirror:
 
     # ---- append-only files (the audit_log table's part files) ----------------------------------------
     def push_files(self, root: Path, files: list[Path]) -> None:
-        """Upload files under `root` to the same relative paths (immutable part files: never replaced)."""
+        """Upload files under `root` to the same relative paths (immutable part files, each appearing
+        whole: analysts glob `audit_log/org=…/day=…/*.parquet`, where an empty object would break the read)."""
+        self.fs.create_dir(self.loc.path())  # the container, on a first run
         for local in files:
             dst = self.loc.path(*Path(local).relative_to(root).parts)
-            if not self._exists(dst):
-                with open(local, "rb") as src, self.fs.open_output_stream(dst) as out:
-                    out.write(src.read())
+            info = self.fs.get_file_info(dst)
+            if info.type != pafs.FileType.File or info.size != Path(local).stat().st_size:
+                put_whole(self.fs, dst, Path(local).read_bytes())
 
     def pull_tree(self, root: Path, *parts: str) -> list[Path]:
         """Download the files under `parts` the local `root` lacks (another machine appended them)."""
@@ -260,28 +317,27 @@ class Mirror:
         return got
 
     # ---- cleaning -----------------------------------------------------------------------------------
-    def clean(self, org: str, grace: timedelta = timedelta(hours=1)) -> list[str]:
+    def clean(self, org: str, grace: timedelta | None = None) -> list[str]:
         """Delete table objects of `org` whose snapshot has no manifest here (a run killed while
         uploading: never named by a pointer) once older than `grace` (a run still uploading is
         younger). Committed snapshots are kept. Returns the deleted paths."""
-        try:
-            manifests = self.fs.get_file_info(pafs.FileSelector(self.loc.path(MANIFESTS, f"org={org}")))
-        except FileNotFoundError:
-            manifests = []
-        committed = {Path(i.path).stem for i in manifests if i.path.endswith(".json")}
-        cutoff = datetime.now(UTC) - grace
+        committed = set(self.snapshots(org))
+        cutoff = datetime.now(UTC) - (self.grace if grace is None else grace)
         gone: list[str] = []
-        try:
-            infos = self.fs.get_file_info(pafs.FileSelector(self.loc.path(), recursive=True))
-        except FileNotFoundError:
-            return gone
-        for info in infos:
-            m = re.search(rf"/org={re.escape(org)}/snapshot=([^/]+)/[^/]+\.parquet$", info.path)
-            if not m or info.type != pafs.FileType.File or m[1] in committed:
-                continue
+
+        def old(info: pafs.FileInfo) -> bool:
             mtime = info.mtime
-            if mtime is not None and mtime.replace(tzinfo=mtime.tzinfo or UTC) > cutoff:
+            return mtime is None or mtime.replace(tzinfo=mtime.tzinfo or UTC) <= cutoff
+
+        for info in self._list(self.loc.path(), recursive=True):
+            if info.type != pafs.FileType.File:
                 continue
-            self.fs.delete_file(info.path)
-            gone.append(info.path)
+            m = re.search(rf"/org={re.escape(org)}/snapshot=([^/]+)/[^/]+\.parquet$", info.path)
+            orphan = m is not None and m[1] not in committed
+            # put_whole's temporary objects a killed run left (manifest, pointer, audit_log part)
+            tmp = info.base_name.startswith(".") and info.base_name.endswith(TMP_SUFFIX) and (
+                f"/org={org}/" in info.path or info.base_name.startswith(f".org={org}.json."))
+            if (orphan or tmp) and old(info):
+                self.fs.delete_file(info.path)
+                gone.append(info.path)
         return gone

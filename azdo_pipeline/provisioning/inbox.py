@@ -10,7 +10,9 @@ Layout (documented in docs/operations.md, "Provisioning inbox"):
 
 Writers make a file appear whole: write a temporary name that starts with "." or does not end in
 ".json", then rename it (`write_request` does). The sensor skips such temporary names, so it
-never reads half a file. Arrival order is the order of modification time, then name.
+never reads half a file. In the storage account, upload a small file in one request (`az storage
+blob upload`, azcopy, or an SDK's upload_blob each send one Put Blob), or likewise under a temporary
+name then copy it (`write_request` does). Arrival order is the order of modification time, then name.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
+
+from ..remote import put_whole
 
 if TYPE_CHECKING:
     from ..remote import Mirror
@@ -172,8 +176,9 @@ class RemoteInbox(Inbox):
         return bool(self.fs.get_file_info(key).type == pafs.FileType.File)
 
     def _put(self, key: str, text: str) -> None:
-        with self.fs.open_output_stream(key) as out:
-            out.write(text.encode())
+        # Whole or absent: a plain output stream shows an empty object in incoming/ until it closes,
+        # which a scan would take for a malformed request.
+        put_whole(self.fs, key, text.encode())
 
     def ensure(self) -> Inbox:
         self.root.mkdir(parents=True, exist_ok=True)

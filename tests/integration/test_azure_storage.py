@@ -5,7 +5,10 @@ names; a run that dies before its pointer leaves readers on the previous snapsho
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import multiprocessing as mp
+import os
+import signal
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -111,76 +114,108 @@ def test_an_empty_cache_pulls_what_the_pointer_names(sim_server: SimulatorServer
     assert other.refresh(ORG) == []  # current: nothing pulled again
 
 
+class _Wrapped(pafs.FileSystemHandler):
+    """The account through pyarrow's filesystem, calling `before(kind, path)` ahead of every step that
+    changes it: "open" (an output stream), "write" and "close" (on that stream), "copy", "delete"."""
+
+    def __init__(self, real: pafs.FileSystem, before: Callable[[str, str], None]) -> None:
+        self.fs, self.before = real, before
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __ne__(self, other: object) -> bool:
+        return self is not other
+
+    def get_type_name(self) -> str:
+        return "wrapped"
+
+    def normalize_path(self, path: str) -> str:
+        return path
+
+    def get_file_info(self, paths: Any) -> Any:
+        return self.fs.get_file_info(paths)
+
+    def get_file_info_selector(self, selector: Any) -> Any:
+        return self.fs.get_file_info(selector)
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        self.fs.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path: str) -> None:
+        self.fs.delete_dir(path)
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        self.fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self) -> None:
+        raise NotImplementedError
+
+    def delete_file(self, path: str) -> None:
+        self.before("delete", path)
+        self.fs.delete_file(path)
+
+    def move(self, src: str, dest: str) -> None:
+        raise NotImplementedError  # Azurite has no rename; the product never moves
+
+    def copy_file(self, src: str, dest: str) -> None:
+        self.before("copy", dest)
+        self.fs.copy_file(src, dest)
+
+    def open_input_stream(self, path: str) -> Any:
+        return self.fs.open_input_stream(path)
+
+    def open_input_file(self, path: str) -> Any:
+        return self.fs.open_input_file(path)
+
+    def open_output_stream(self, path: str, metadata: Any = None) -> Any:
+        self.before("open", path)
+        return pa.PythonFile(_Stream(self.fs.open_output_stream(path), path, self.before), mode="w")
+
+    def open_append_stream(self, path: str, metadata: Any = None) -> Any:
+        raise NotImplementedError
+
+
+class _Stream:
+    def __init__(self, out: Any, path: str, before: Callable[[str, str], None]) -> None:
+        self.out, self.path, self.before = out, path, before
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.out.closed)
+
+    def write(self, data: Any) -> int:
+        self.before("write", self.path)
+        return int(self.out.write(data))
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def close(self) -> None:
+        if not self.out.closed:
+            self.before("close", self.path)
+            self.out.close()
+
+
 def _dying(mirror: Mirror, fatal: str) -> Mirror:
     """The account, except that the process 'dies' (SystemExit) when it starts writing a path
     containing `fatal`: what a SIGKILL at that moment leaves in the account."""
-    def die(path: str) -> None:
-        if fatal in path:
+
+    def before(kind: str, path: str) -> None:
+        if kind == "open" and fatal in path:
             raise SystemExit(f"killed while writing {path}")
-    return _watched(mirror, die)
+
+    return Mirror(mirror.loc, fs=pafs.PyFileSystem(_Wrapped(mirror.fs, before)))
 
 
-def _watched(mirror: Mirror, on_write: Any) -> Mirror:
+def _watched(mirror: Mirror, on_write: Callable[[str], None]) -> Mirror:
     """The account, calling `on_write(path)` before each object is written."""
-    real = mirror.fs
 
-    class Handler(pafs.FileSystemHandler):
-        def __init__(self) -> None:
-            self.fs = real
-
-        def __eq__(self, other: object) -> bool:
-            return self is other
-
-        def __ne__(self, other: object) -> bool:
-            return self is not other
-
-        def get_type_name(self) -> str:
-            return "dying"
-
-        def normalize_path(self, path: str) -> str:
-            return path
-
-        def get_file_info(self, paths: Any) -> Any:
-            return real.get_file_info(paths)
-
-        def get_file_info_selector(self, selector: Any) -> Any:
-            return real.get_file_info(selector)
-
-        def create_dir(self, path: str, recursive: bool) -> None:
-            real.create_dir(path, recursive=recursive)
-
-        def delete_dir(self, path: str) -> None:
-            real.delete_dir(path)
-
-        def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
-            real.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
-
-        def delete_root_dir_contents(self) -> None:
-            raise NotImplementedError
-
-        def delete_file(self, path: str) -> None:
-            real.delete_file(path)
-
-        def move(self, src: str, dest: str) -> None:
-            real.move(src, dest)
-
-        def copy_file(self, src: str, dest: str) -> None:
-            real.copy_file(src, dest)
-
-        def open_input_stream(self, path: str) -> Any:
-            return real.open_input_stream(path)
-
-        def open_input_file(self, path: str) -> Any:
-            return real.open_input_file(path)
-
-        def open_output_stream(self, path: str, metadata: Any = None) -> Any:
+    def before(kind: str, path: str) -> None:
+        if kind == "open":
             on_write(path)
-            return real.open_output_stream(path)
 
-        def open_append_stream(self, path: str, metadata: Any = None) -> Any:
-            raise NotImplementedError
-
-    return Mirror(mirror.loc, fs=pafs.PyFileSystem(Handler()))
+    return Mirror(mirror.loc, fs=pafs.PyFileSystem(_Wrapped(mirror.fs, before)))
 
 
 @pytest.mark.parametrize("dies_at", ["_manifests/", "_latest/"])
@@ -275,3 +310,135 @@ def test_a_table_shared_with_the_previous_snapshot_is_copied_in_the_account_not_
     got = _remote_tables(account)
     for table in schemas.RAW_TABLES:
         assert got[table].equals(store.read_latest(table, ORG)), table
+
+
+# ---- a real SIGKILL at every step of a push ----------------------------------------------------------
+KILL_TABLES = ("users", "groups", "memberships")
+
+
+def _local_snapshot(store: Store, snapshot: str) -> None:
+    """A committed local snapshot whose rows name it (one row more per table, so tables differ)."""
+    with store.begin(ORG, snapshot) as draft:
+        for i, name in enumerate(KILL_TABLES):
+            draft.write_table(name, pa.table({"snapshot": [snapshot] * (i + 2)}))
+        draft.commit()
+
+
+def _push_killed(env: dict[str, str], url: str, cache: str, snapshot: str, kill_at: int) -> None:
+    """Push `snapshot` of the local store `cache` to `url`, SIGKILLing this process just before its
+    `kill_at`-th step that changes the account (0: never). Exit code 100 + steps when it got through."""
+    os.environ.update(env)
+    store = Store(Path(cache))
+    steps = 0
+
+    def before(kind: str, path: str) -> None:
+        nonlocal steps
+        steps += 1
+        if steps == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    loc = parse_url(url)
+    mirror = Mirror(loc, fs=pafs.PyFileSystem(_Wrapped(filesystem(loc), before)))
+    mirror.push(ORG, "raw", snapshot, {t: store.snapshot_path(t, ORG, snapshot) for t in KILL_TABLES},
+                store.manifest_path(ORG, snapshot))
+    os._exit(100 + min(steps, 150))
+
+
+def _whole(mirror: Mirror, snapshot: str) -> None:
+    """Every table the snapshot's manifest names is in the account, whole: its rows are the manifest's."""
+    manifest = mirror._get_json(mirror.manifest_path(ORG, snapshot))
+    assert manifest is not None and set(manifest["tables"]) == set(KILL_TABLES), snapshot
+    for table, meta in manifest["tables"].items():
+        got = pq.read_table(mirror.table_path(table, ORG, snapshot), filesystem=mirror.fs)
+        assert got.num_rows == meta["rows"] and set(got["snapshot"].to_pylist()) == {snapshot}, (snapshot, table)
+
+
+def test_sigkill_at_every_step_of_a_push_leaves_the_previous_latest_whole(
+        azurite: AzuriteServer, account: str, tmp_path: Path) -> None:
+    """A push killed (SIGKILL, a real one) before any of its steps — a table object half written, the
+    manifest or the pointer written to its temporary object or copied — leaves the pointer naming the
+    previous snapshot or the new one, both whole; the listing of committed snapshots never shows an
+    unfinished one; pushing again completes it, and the clean-up leaves no orphan or temporary object."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["pandas", "pyarrow.parquet", "azdo_pipeline.store", __name__])
+    local = Store(tmp_path / "cache")
+    _local_snapshot(local, "s1")
+    _local_snapshot(local, "s2")
+    n, finished, outcomes = 0, False, []
+    while not finished:  # kill before step 1, 2, … until a push gets through all its steps
+        n += 1
+        url = f"{account}/k{n}"
+        mirror = Mirror(parse_url(url), grace=timedelta(0))  # its clean-up takes any orphan
+        mirror.push(ORG, "raw", "s1", {t: local.snapshot_path(t, ORG, "s1") for t in KILL_TABLES},
+                    local.manifest_path(ORG, "s1"))
+        p = ctx.Process(target=_push_killed, args=(azurite.env(), url, str(local.data_dir), "s2", n))
+        p.start()
+        p.join()
+        finished = p.exitcode != -signal.SIGKILL
+        assert finished or n < 100, "the push never finished"
+        pointer = mirror.pointer(ORG)  # always a whole pointer, naming one whole snapshot
+        assert pointer["kinds"]["raw"] in ("s1", "s2"), n
+        assert set(pointer["tables"].values()) == {pointer["kinds"]["raw"]}, n
+        _whole(mirror, pointer["kinds"]["raw"])
+        listed = mirror.snapshots(ORG)
+        assert listed in (["s1"], ["s2", "s1"]), (n, listed)
+        for snap in listed:  # no unfinished snapshot is listed
+            _whole(mirror, snap)
+        outcomes.append(pointer["kinds"]["raw"])
+        # pushing again (the next run, or a retry) completes it and cleans what the dead one left
+        mirror.push(ORG, "raw", "s2", {t: local.snapshot_path(t, ORG, "s2") for t in KILL_TABLES},
+                    local.manifest_path(ORG, "s2"))
+        assert mirror.pointer(ORG)["kinds"]["raw"] == "s2"
+        _whole(mirror, "s2")
+        names = [i.path for i in mirror._list(mirror.loc.path(), recursive=True) if i.type == pafs.FileType.File]
+        assert not [x for x in names if x.endswith(".tmp")], (n, names)
+        assert {x.split("snapshot=")[1].split("/")[0] for x in names if "snapshot=" in x} == {"s1", "s2"}
+    # 3 tables (open, write, close), manifest and pointer (open, write, close, copy, delete each)
+    assert p.exitcode - 100 == n - 1 >= 3 * 3 + 2 * 5, (n, p.exitcode)
+    assert outcomes.count("s1") == n - 1 - 1 and outcomes[-1] == "s2", outcomes  # switched by the last step only
+
+
+def test_a_request_object_appears_in_incoming_whole(account: str, tmp_path: Path) -> None:
+    """`azdo-pipeline request` on Azure storage: at every step of writing the object, a scan of
+    incoming/ (the sensor) sees nothing or the whole request, never an empty or partial one."""
+    from azdo_pipeline.provisioning.inbox import RemoteInbox
+
+    sensor = RemoteInbox(tmp_path / "sensor", _mirror(account))
+    sensor.ensure()
+    seen: list[tuple[str, str, bytes]] = []
+
+    def before(kind: str, path: str) -> None:
+        seen.extend((kind, f.name, sensor.read(f)) for f in sensor.scan())
+
+    loc = parse_url(account)
+    writer = RemoteInbox(tmp_path / "writer", Mirror(loc, fs=pafs.PyFileSystem(_Wrapped(filesystem(loc), before))))
+    doc = {"id": "r-9", "organization": ORG, "action": "grant", "principal": "a@example.com", "target": "[P]\\R"}
+    writer.write_request(doc)
+    assert seen and all(name == "r-9.json" and json.loads(data) == doc for _, name, data in seen), seen
+    assert [kind for kind, _, _ in seen] == ["delete"]  # there only once copied whole, as its temporary goes
+    (got,) = sensor.scan()
+    assert got.name == "r-9.json" and json.loads(sensor.read(got)) == doc
+
+
+def test_audit_log_part_files_appear_whole(account: str, tmp_path: Path) -> None:
+    """The audit_log part files an incremental run appends are mirrored so that an analyst reading the
+    folder (pyarrow's dataset skips names starting with '.') sees no part file or a whole one."""
+    root = tmp_path / "cache"
+    part = root / "audit_log" / f"org={ORG}" / "day=2026-12-04" / "part-1.parquet"
+    part.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["e1", "e2", "e3"]}), part)
+    loc = parse_url(account)
+    fs = filesystem(loc)
+    folder = loc.path("audit_log", f"org={ORG}")
+    rows: list[int] = []
+
+    def before(kind: str, path: str) -> None:
+        if fs.get_file_info(folder).type == pafs.FileType.Directory:
+            rows.append(pq.read_table(folder, filesystem=fs).num_rows)  # raises on an empty object
+
+    Mirror(loc, fs=pafs.PyFileSystem(_Wrapped(fs, before))).push_files(root, [part])
+    assert pq.read_table(folder, filesystem=fs)["id"].to_pylist() == ["e1", "e2", "e3"]
+    assert set(rows) <= {0, 3} and rows, rows
+    _mirror(account).push_files(root, [part])  # again: already there whole, nothing written
+    assert [i.base_name for i in fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+            if i.type == pafs.FileType.File] == ["part-1.parquet"]
