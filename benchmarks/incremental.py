@@ -8,8 +8,8 @@ full run (the daily full sync of an organization with incremental sync on: full 
 cursor, then the access graph built from that snapshot), then for each change count: that many
 random mutations of every kind (memberships, groups, licences, users, projects, Entra changes, team
 administrators, sign-ins; the world clock then moves past Entra's propagation delay), and one
-incremental run (audit log -> re-reads -> patched snapshot, then the access graph: brought up to
-date from the previous one, as the access_graph asset does after an incremental sync). Printed: requests
+incremental run (audit log -> re-reads -> patched snapshot, then the access graph as the asset writes
+it; the graph brought up to date from the previous one instead is timed aside). Printed: requests
 and wall time of each part, and the ratios against the targets (requests <= 3% of the full sync's;
 time <= 10% of the full run's with latency, <= 20% without, for 100 changes).
 """
@@ -79,12 +79,20 @@ def run(info: dict[str, Any], data_dir: str, snapshot: str, incremental_run: boo
     raw, raw_snapshot = store.read_consistent(schemas.RAW_TABLES, ORG)
     assert raw_snapshot == snapshot
     t_read = time.perf_counter()
-    graph_snapshot = f"{snapshot}-graph"
-    with store.begin(ORG, graph_snapshot, kind="access_graph") as draft:
+    update: dict[str, Any] = {}
+    with store.begin(ORG, f"{snapshot}-graph", kind="access_graph") as draft:
         written = write_graph(draft, store, ORG, raw, raw_snapshot)  # as the access_graph asset writes it
-        draft.commit(extra={"raw_snapshot": raw_snapshot, "updated_from": written.updated_from})
+        t_built = time.perf_counter()
+        if incremental_run:  # brought up to date from the published graph instead: timed aside, never published
+            with store.begin(ORG, f"{snapshot}-graph-update", kind="access_graph") as scratch:
+                tried = write_graph(scratch, store, ORG, raw, raw_snapshot, update=True)
+                update = {"update_s": time.perf_counter() - t_built, "update_built": tried.built}
+                scratch.discard()
+        t_commit = time.perf_counter()
+        draft.commit(extra={"raw_snapshot": raw_snapshot})
     t2 = time.perf_counter()
-    queue.put({"graph_built": written.built, "sync_s": t1 - t0, "graph_s": t2 - t1, "graph_read_s": t_read - t1,
+    queue.put({**update, "graph_built": written.built, "sync_s": t1 - t0, "graph_s": t2 - t1 - (t_commit - t_built),
+               "graph_read_s": t_read - t1,
                "requests": report.requests, "mode": report.mode,
                "fallback": report.fallback_reason, "by_endpoint": report.requests_by_endpoint,
                "linked": report.tables_linked, "phases": report.stream_seconds,
@@ -162,6 +170,10 @@ def main() -> int:
                             f"{inc['graph_s'] - inc['graph_read_s']:.2f}s")
                     print(f"    tables shared with the previous snapshot: {', '.join(inc['linked']) or 'none'}; "
                           f"access graph {inc['graph_built']}")
+                    if "update_s" in inc:
+                        print(f"    access graph brought up to date instead (timed aside, not published): "
+                              f"{inc['update_s']:.2f}s vs {inc['graph_s'] - inc['graph_read_s']:.2f}s in full "
+                              f"({inc['update_built']})")
     finally:
         stop.set()
         server.join(timeout=30)

@@ -1,4 +1,5 @@
-"""The access graph brought up to date from the previous one, when that is provably equal to a full build.
+"""The access graph brought up to date from the previous one, equal to a full build (off by default:
+see azdo_pipeline/graphwrite.py for why, with figures).
 
 The three large tables (effective_grants, access_by_principal, principals_by_project) hold rows per
 principal, and a principal's rows are a function of a few facts only: its own row (kind, display

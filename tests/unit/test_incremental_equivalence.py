@@ -1,9 +1,9 @@
 """Incremental sync == full sync: random simulator mutations of every kind (memberships, groups, licences,
 users, projects, Entra changes, team administrators, sign-ins) interleaved with incremental runs end
 with raw AND access-graph tables equal, row for row after sorting, to a full sync taken at the same
-moment. The incremental side's access graph is the one the access_graph asset publishes: brought up to
-date from the previous graph (accessgraph/incremental.py) run after run, never rebuilt; the full
-side's is built in full from the full sync. A failure prints the seed and the smallest op sequence
+moment. The incremental side's access graph is brought up to date from the previous graph
+(accessgraph/incremental.py) run after run, never rebuilt; the full side's is built in full from the
+full sync. A failure prints the seed and the smallest op sequence
 that still fails.
 
 The client talks to the simulator app in process (httpx ASGI transport), so many seeds stay quick.
@@ -58,10 +58,10 @@ def raw_tables(store: Store, snapshot: str) -> dict[str, pa.Table]:
 
 
 def published_graph(store: Store, snapshot: str, raw: dict[str, pa.Table]) -> tuple[dict[str, pa.Table], str]:
-    """The access graph of `snapshot` written as the asset writes it (updated from the previous graph
-    after an incremental sync), read back from its files; and how it was built."""
+    """The access graph of `snapshot` brought up to date from the previous one (shared when no raw table
+    changed), read back from its files; and how it was written."""
     with store.begin(ORG, f"{snapshot}-graph", kind="access_graph") as draft:
-        written = write_graph(draft, store, ORG, raw, snapshot, max_share=1.0)  # never in full for its size
+        written = write_graph(draft, store, ORG, raw, snapshot, update=True, max_share=1.0)  # whatever its size
         draft.commit(extra={"raw_snapshot": snapshot})
     tables, _ = store.read_consistent(DERIVED_TABLES, ORG)
     return tables, written.built
