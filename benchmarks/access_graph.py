@@ -20,6 +20,7 @@ import argparse
 import json
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -193,7 +194,7 @@ def run_duckdb_closure(d: Path) -> dict:
     return {"seconds": time.perf_counter() - t0, "rows": rows, "depth_sum": int(depth_sum or 0)}
 
 
-def run_ours_full(d: Path) -> dict:
+def run_ours_full(d: Path, keep: Path | None = None) -> dict:
     from azdo_pipeline.accessgraph.build import write_access_graph
 
     out = Path(tempfile.mkdtemp(prefix="ag-out-"))
@@ -215,8 +216,13 @@ def run_ours_full(d: Path) -> dict:
     counts = write_access_graph(_read_raw(d), Sink, organization=ORG)
     secs = time.perf_counter() - t0
     size = sum(p.stat().st_size for p in out.glob("*.parquet"))
+    if keep is not None:  # for benchmarks/compare_tables.py
+        keep.mkdir(parents=True, exist_ok=True)
     for p in out.glob("*.parquet"):
-        p.unlink()
+        if keep is not None:
+            shutil.move(p, keep / p.name)
+        else:
+            p.unlink()
     out.rmdir()
     return {"seconds": secs, "rows": counts, "parquet_mb": round(size / 2**20, 1)}
 
@@ -234,14 +240,15 @@ CONTENDERS = {"ours-closure": run_ours_closure, "duckdb-closure": run_duckdb_clo
               "ours-in-memory": run_ours_in_memory}
 
 
-def child(name: str, d: Path) -> None:
-    result = CONTENDERS[name](d)
+def child(name: str, d: Path, keep: Path | None) -> None:
+    result = run_ours_full(d, keep) if name == "ours-full" else CONTENDERS[name](d)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(result))
 
 
-def measure(name: str, d: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", name, "--dir", str(d)],
+def measure(name: str, d: Path, keep: str | None = None) -> dict:
+    extra = ["--keep-graph", keep] if keep and name == "ours-full" else []
+    proc = subprocess.run([sys.executable, __file__, "--child", name, "--dir", str(d), *extra],
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed:\n{proc.stderr}")
@@ -255,18 +262,21 @@ def main() -> None:
     ap.add_argument("--source", default="simulator", choices=["simulator", "synthetic"])
     ap.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "azdo-access-graph-bench"))
     ap.add_argument("--only", nargs="*", choices=list(CONTENDERS), help="run only these contenders")
+    ap.add_argument("--keep-graph", metavar="DIR",
+                    help="keep ours-full's Parquet tables in DIR, to compare the graphs of two commits with "
+                         "benchmarks/compare_tables.py")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child, Path(args.dir))
+        child(args.child, Path(args.dir), Path(args.keep_graph) if args.keep_graph else None)
         return
     d = prepare(args.size, args.seed, args.source, Path(args.workdir))
     m = pq.ParquetFile(d / "memberships.parquet").metadata.num_rows
     print(f"{args.size} ({args.source}, seed {args.seed}): {m:,} direct memberships")
     results = {}
     for name in args.only or list(CONTENDERS):
-        results[name] = r = measure(name, d)
+        results[name] = r = measure(name, d, args.keep_graph)
         rows = r["rows"] if isinstance(r["rows"], int) else r["rows"].get("effective_grants")
         print(f"  {name:15s} {r['seconds']:8.2f} s   peak RSS {r['peak_rss_mb']:8.1f} MB   rows {rows:,}"
               + (f"   parquet {r['parquet_mb']} MB" if "parquet_mb" in r else "")

@@ -23,6 +23,7 @@ import math
 import multiprocessing as mp
 import os
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -98,7 +99,7 @@ def _warm_imports() -> None:
     pa.table({"k": [1]}).group_by("k").aggregate([]).join(pa.table({"k": [1]}), keys="k")
 
 
-def run_sync(info: dict, token: str, concurrency: int, sync_teams: bool, queue: Any) -> None:
+def run_sync(info: dict, token: str, concurrency: int, sync_teams: bool, keep: str | None, queue: Any) -> None:
     from azdo_pipeline.auth import PatCredential
     from azdo_pipeline.client import AzureDevOpsClient, ClientSettings
     from azdo_pipeline.store import Store
@@ -106,15 +107,22 @@ def run_sync(info: dict, token: str, concurrency: int, sync_teams: bool, queue: 
 
     _warm_imports()
 
+    tmp = tempfile.TemporaryDirectory()
+
     async def go() -> Any:
         settings = ClientSettings(ca_bundle=info["ca_file"], max_concurrency=concurrency)
         async with await AzureDevOpsClient.connect(info["org_url"], PatCredential(token), settings=settings) as c:
-            with tempfile.TemporaryDirectory() as tmp:
-                return await full_sync(c, Store(Path(tmp)), ORG, "bench", SyncOptions(sync_teams=sync_teams))
+            return await full_sync(c, Store(Path(tmp.name)), ORG, "bench", SyncOptions(sync_teams=sync_teams))
 
-    t0, c0 = time.perf_counter(), time.process_time()
-    report = asyncio.run(go())
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    with tmp:
+        t0, c0 = time.perf_counter(), time.process_time()
+        report = asyncio.run(go())
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if keep:  # the published tables, outside the clock, for benchmarks/compare_tables.py
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            for name, t in report.tables.items():
+                if t.path.exists():
+                    shutil.copyfile(t.path, Path(keep) / f"{name}.parquet")
     queue.put({"wall": wall, "cpu": cpu, "requests": report.requests, "by_endpoint": report.requests_by_endpoint,
                "rows": {k: v.rows for k, v in report.tables.items()}, "streams": report.stream_seconds,
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
@@ -150,6 +158,9 @@ def main() -> int:
                     help="also sync teams and team members with their administrators (off by default, as in "
                          "the product); the naive client reads them one request per team")
     ap.add_argument("--skip-naive", action="store_true")
+    ap.add_argument("--keep-tables", metavar="DIR",
+                    help="copy our client's published tables (first round, first setting) into DIR, to "
+                         "compare the runs of two commits with benchmarks/compare_tables.py")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds per setting (ours, then naive, each round); prints the medians")
     args = ap.parse_args()
@@ -180,7 +191,8 @@ def main() -> int:
             for round_ in range(1, args.repeat + 1):
                 # Ours then naive in each round, so a slow spell of the machine hits both.
                 s0 = _cpu_seconds(server.pid)
-                ours = _child(run_sync, info, info["full"], args.concurrency, args.sync_teams)
+                keep = args.keep_tables if round_ == 1 and (lo, hi) == settings[0] else None
+                ours = _child(run_sync, info, info["full"], args.concurrency, args.sync_teams, keep)
                 s1 = _cpu_seconds(server.pid)
                 ours_walls.append(ours["wall"])
                 tag = f"[{round_}/{args.repeat}] " if args.repeat > 1 else ""
@@ -196,7 +208,7 @@ def main() -> int:
                 if args.skip_naive:
                     continue
                 s0 = _cpu_seconds(server.pid)
-                naive = _child(run_sync, info, info["naive"], 1, args.sync_teams)
+                naive = _child(run_sync, info, info["naive"], 1, args.sync_teams, None)
                 s1 = _cpu_seconds(server.pid)
                 naive_walls.append(naive["wall"])
                 print(f"{tag}naive: {naive['wall']:8.2f}s  {naive['requests']:6d} requests  "
