@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import pyarrow.fs as pafs
@@ -54,6 +54,13 @@ _DFS_HOST = re.compile(r"^(?P<container>[^@/]+)@(?P<account>[a-z0-9]{3,24})\.(df
 
 
 log = logging.getLogger(__name__)
+
+
+class RetentionRule(Protocol):
+    """store.Retention: which snapshots (newest first) the `snapshots:` setting keeps."""
+
+    def keeps(self, newest_first: list[str], now: datetime) -> set[str]: ...
+
 TMP_SUFFIX = ".tmp"  # temporary objects of put_whole: `.{name}.{uuid}.tmp` beside their target
 
 
@@ -71,6 +78,14 @@ def put_whole(fs: pafs.FileSystem, path: str, data: bytes) -> None:
         fs.copy_file(tmp, path)
     finally:
         fs.delete_file(tmp)
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        t = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 def is_remote(value: str | os.PathLike[str]) -> bool:
@@ -159,10 +174,12 @@ class Mirror:
     """Committed snapshots of the local store, mirrored to a storage account (see the module doc)."""
 
     def __init__(self, loc: RemoteLocation, fs: pafs.FileSystem | None = None,
-                 grace: timedelta = timedelta(hours=1)) -> None:
+                 grace: timedelta = timedelta(hours=1), reader_grace: timedelta = timedelta(minutes=15)) -> None:
         self.loc = loc
         self.fs = fs if fs is not None else filesystem(loc)
         self.grace = grace  # objects of unfinished uploads younger than this may be a live run's
+        # a snapshot replaced less than this ago may still be read by whoever resolved the pointer before
+        self.reader_grace = reader_grace
 
     def __repr__(self) -> str:
         return f"Mirror({self.loc.url!r})"
@@ -198,10 +215,10 @@ class Mirror:
 
     # ---- push ---------------------------------------------------------------------------------------
     def push(self, org: str, kind: str, snapshot: str, files: Mapping[str, Path], manifest: Path,
-             same_as: Mapping[str, str] | None = None) -> None:
+             same_as: Mapping[str, str] | None = None, retention: RetentionRule | None = None) -> None:
         """Upload a committed snapshot (tables, then manifest), then switch the organization's pointer.
         `same_as`: tables whose file is an earlier snapshot's (shared, not rewritten): copied within
-        the account instead of uploaded again."""
+        the account instead of uploaded again. Then clean, and apply `retention` to the account."""
         self.fs.create_dir(self.loc.path())
         before = self.pointer(org)
         for table, local in files.items():
@@ -227,26 +244,60 @@ class Mirror:
             state["tables"][table] = snapshot
         state["updated_at"] = datetime.now(UTC).isoformat()
         self._put(self.pointer_path(org), json.dumps(state, indent=1, sort_keys=True).encode())  # the switch
-        try:  # what runs killed earlier left; the push is done whatever happens here
+        try:  # what runs killed earlier left, and old snapshots; the push is done whatever happens here
             self.clean(org, self.grace)
+            if retention is not None:
+                self.apply_retention(org, retention)
         except OSError as exc:
-            log.warning("%s: could not clean what earlier runs of '%s' left (%s); the next push retries",
-                        self.loc.url, org, exc)
+            log.warning("%s: could not clean what earlier runs of '%s' left or apply the retention (%s); "
+                        "the next push retries", self.loc.url, org, exc)
 
     # ---- listing ------------------------------------------------------------------------------------
     def snapshots(self, org: str, kind: str | None = None) -> list[str]:
         """Committed snapshots of `org` in the account (of `kind` if given), newest first: those with a
         manifest, which is written (whole) only after every table object of its snapshot. Table
         objects of an upload that never finished have none and are not listed."""
-        out = []
+        return [s for s, m in self._manifests(org).items() if kind is None or m.get("kind", "raw") == kind]
+
+    def _manifests(self, org: str) -> dict[str, dict[str, Any]]:
+        """{snapshot: manifest} of the committed snapshots of `org`, newest first."""
+        out = {}
         for info in self._list(self.loc.path(MANIFESTS, f"org={org}")):
             name = info.base_name
             if info.type != pafs.FileType.File or name.startswith(".") or not name.endswith(".json"):
                 continue
             m = self._get_json(info.path)
-            if m and m.get("snapshot") == name[:-5] and (kind is None or m.get("kind", "raw") == kind):
-                out.append(name[:-5])
-        return sorted(out, reverse=True)
+            if m and m.get("snapshot") == name[:-5]:
+                out[name[:-5]] = m
+        return {s: out[s] for s in sorted(out, reverse=True)}
+
+    def apply_retention(self, org: str, retention: RetentionRule) -> list[str]:
+        """Delete the committed snapshots of `org` in the account that the retention (the `snapshots:`
+        setting, the same rule as in the local cache) does not keep. Never one the pointer names (for
+        any kind or table), nor one replaced less than `reader_grace` ago (a reader may have resolved
+        the pointer just before). The manifest goes first: a deletion cut short leaves table objects
+        without one, which the next clean removes. Returns the deleted snapshots."""
+        pointer = self.pointer(org)
+        named = set((pointer.get("kinds") or {}).values()) | set((pointer.get("tables") or {}).values())
+        now = datetime.now(UTC)
+        manifests = self._manifests(org)
+        by_kind: dict[str, list[str]] = {}
+        for snap, m in manifests.items():
+            by_kind.setdefault(str(m.get("kind", "raw")), []).append(snap)
+        gone: list[str] = []
+        for snaps in by_kind.values():
+            keep = retention.keeps(snaps, now) | named
+            for i, snap in enumerate(snaps):
+                replaced_at = _time(manifests[snaps[i - 1]].get("completed_at")) if i else None
+                if snap in keep or replaced_at is None or now - replaced_at < self.reader_grace:
+                    continue
+                self.fs.delete_file(self.manifest_path(org, snap))
+                for table in manifests[snap].get("tables") or {}:
+                    path = self.table_path(table, org, snap)
+                    if self._exists(path):
+                        self.fs.delete_file(path)
+                gone.append(snap)
+        return gone
 
     def _list(self, base: str, recursive: bool = False) -> list[pafs.FileInfo]:
         return list(self.fs.get_file_info(pafs.FileSelector(base, allow_not_found=True, recursive=recursive)))

@@ -383,7 +383,8 @@ class Store:
                 if t not in same_as and other.exists() and os.path.samefile(path, other):
                     same_as[t] = earlier
         try:
-            self.mirror.push(org, kind, snapshot, files, self.manifest_path(org, snapshot), same_as)
+            self.mirror.push(org, kind, snapshot, files, self.manifest_path(org, snapshot), same_as,
+                             retention=self.retention)
         except OSError as exc:
             raise OSError(f"snapshot {snapshot} of '{org}' is published in the local cache {self.data_dir} but "
                           f"could not be uploaded to {self.mirror.loc.url} ({exc}); readers there still see the "

@@ -442,3 +442,30 @@ def test_audit_log_part_files_appear_whole(account: str, tmp_path: Path) -> None
     _mirror(account).push_files(root, [part])  # again: already there whole, nothing written
     assert [i.base_name for i in fs.get_file_info(pafs.FileSelector(folder, recursive=True))
             if i.type == pafs.FileType.File] == ["part-1.parquet"]
+
+
+def test_the_retention_applies_to_the_account(account: str, tmp_path: Path) -> None:
+    """`snapshots: {keep_last: 1}` holds in the account too: older snapshots go once replaced longer
+    than the reader grace ago; never one the pointer still names for a table; readers stay whole."""
+    from azdo_pipeline.store import Retention
+
+    loc = parse_url(account)
+    store = Store(tmp_path / "cache", retention=Retention(keep_last=1), mirror=Mirror(loc))
+    for snap in ("s1", "s2", "s3"):
+        _local_snapshot(store, snap)
+    assert _mirror(account).snapshots(ORG) == ["s3", "s2", "s1"]  # replaced just now: readers may hold them
+    store.mirror = Mirror(loc, reader_grace=timedelta(0))
+    _local_snapshot(store, "s4")
+    mirror = _mirror(account)
+    assert mirror.snapshots(ORG) == ["s4"]
+    names = [i.path for i in mirror._list(loc.path(), recursive=True) if i.type == pafs.FileType.File]
+    assert {x.split("snapshot=")[1].split("/")[0] for x in names if "snapshot=" in x} == {"s4"}
+    with store.begin(ORG, "s5") as draft:  # a snapshot without memberships: the pointer keeps s4's
+        for name in KILL_TABLES[:2]:
+            draft.write_table(name, pa.table({"snapshot": ["s5"]}))
+        draft.commit()
+    assert mirror.pointer(ORG)["tables"] == {"users": "s5", "groups": "s5", "memberships": "s4"}
+    assert mirror.snapshots(ORG) == ["s5", "s4"]
+    got = _remote_tables(account)
+    assert {t: set(v["snapshot"].to_pylist()) for t, v in got.items()} == {
+        "users": {"s5"}, "groups": {"s5"}, "memberships": {"s4"}}
