@@ -173,7 +173,7 @@ def main() -> int:
                     if "update_s" in inc:
                         print(f"    access graph brought up to date instead (timed aside, not published): "
                               f"{inc['update_s']:.2f}s vs {inc['graph_s'] - inc['graph_read_s']:.2f}s in full "
-                              f"({inc['update_built']})")
+                              f"- {inc['update_built']}")
     finally:
         stop.set()
         server.join(timeout=30)
