@@ -374,6 +374,7 @@ def test_sigkill_at_every_step_of_a_push_leaves_the_previous_latest_whole(
         p = ctx.Process(target=_push_killed, args=(azurite.env(), url, str(local.data_dir), "s2", n))
         p.start()
         p.join()
+        assert p.exitcode == -signal.SIGKILL or (p.exitcode or 0) >= 100, f"the push failed: exit code {p.exitcode}"
         finished = p.exitcode != -signal.SIGKILL
         assert finished or n < 100, "the push never finished"
         pointer = mirror.pointer(ORG)  # always a whole pointer, naming one whole snapshot
