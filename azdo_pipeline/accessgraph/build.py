@@ -9,7 +9,7 @@ calling several).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack
 from typing import Any, Protocol
 
@@ -133,6 +133,13 @@ def write_access_graph(raw: Source, open_writer: Callable[[str, pa.Schema], Any]
     e.g. `draft.writer` of a Store.begin draft.
     """
     ix = compile_graph(raw, organization)
+    return write_tables(ix, open_writer, iter_streamed_batches(ix))
+
+
+def write_tables(ix: GraphIndex, open_writer: Callable[[str, pa.Schema], Any],
+                 streamed: Iterable[tuple[str, pa.Table | pa.RecordBatch]]) -> dict[str, int]:
+    """The small tables built from `ix`, then the large ones from `streamed` ((table, rows) in any
+    order), each into its writer; returns row counts."""
     counts = dict.fromkeys(DERIVED_TABLES, 0)
     with ExitStack() as stack:
         sinks: dict[str, TableSink] = {name: stack.enter_context(open_writer(name, schema))
@@ -140,8 +147,8 @@ def write_access_graph(raw: Source, open_writer: Callable[[str, pa.Schema], Any]
         for name, table in small_tables(ix).items():
             sinks[name].write_table(table)
             counts[name] = table.num_rows
-        for name, batch in iter_streamed_batches(ix):
-            if batch.num_rows:
-                sinks[name].write_table(pa.Table.from_batches([batch]))
-                counts[name] += batch.num_rows
+        for name, part in streamed:
+            if part.num_rows:
+                sinks[name].write_table(part if isinstance(part, pa.Table) else pa.Table.from_batches([part]))
+                counts[name] += part.num_rows
     return counts

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from .arrays import dict_array, list_array
-from .closure import I32, I64, ClosureRows, Paths, argsort_keys, expand, first_of_runs, principal_closure
+from .closure import I32, I64, ClosureRows, GroupClosure, Paths, argsort_keys, expand, first_of_runs, principal_closure
 from .grants import grant_columns
 from .schemas import EFFECTIVE_GRANTS, VIA_VALUES
 
@@ -141,15 +141,19 @@ def iter_effective(ix: GraphIndex, *, chunk_edges: int = CHUNK_EDGES) -> Iterato
         target = e_lo + chunk_edges
         hi = n_nodes if target >= len(member) else max(int(member[target]), lo + 1)
         e_hi = int(np.searchsorted(member, hi))
-        if e_hi > e_lo:
-            rows = principal_closure(gc, n_groups, member[e_lo:e_hi], container[e_lo:e_hi])
-        else:
-            z = np.zeros(0, I32)
-            rows = ClosureRows(z, z, z, Paths.empty(0))
+        rows = _closure_of(gc, n_groups, member[e_lo:e_hi], container[e_lo:e_hi])
         out = effective_from_closure(ix, rows, lo, hi)
         if len(out):
             yield out
         lo = hi
+
+
+def _closure_of(gc: GroupClosure, n_groups: int, member: np.ndarray, container: np.ndarray) -> ClosureRows:
+    """The closure rows of the principals whose direct edges (member -> container) these are."""
+    if len(member):
+        return principal_closure(gc, n_groups, member, container)
+    z = np.zeros(0, I32)
+    return ClosureRows(z, z, z, Paths.empty(0))
 
 
 def iter_effective_of(ix: GraphIndex, principals: np.ndarray, *,
@@ -174,11 +178,7 @@ def iter_effective_of(ix: GraphIndex, principals: np.ndarray, *,
         hi = n_nodes if target >= len(member) else max(int(member[target]), lo + 1)
         j = int(np.searchsorted(others, hi))
         e_hi = int(np.searchsorted(member, hi))
-        if e_hi > e_lo:
-            rows = principal_closure(gc, n_groups, member[e_lo:e_hi], container[e_lo:e_hi])
-        else:
-            z = np.zeros(0, I32)
-            rows = ClosureRows(z, z, z, Paths.empty(0))
+        rows = _closure_of(gc, n_groups, member[e_lo:e_hi], container[e_lo:e_hi])
         out = effective_from_closure(ix, rows, lo, hi, only=others[i:j])
         if len(out):
             yield out

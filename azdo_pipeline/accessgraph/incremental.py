@@ -24,8 +24,8 @@ equivalence property tests compare the two, row for row after sorting.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from azdo_pipeline.schemas import RAW_TABLES
 
 from . import effective, views
 from .arrays import codes
-from .build import STREAMED, TableSink, compile_graph, small_tables
+from .build import STREAMED, compile_graph, write_tables
 from .index import GraphIndex, normalize_raw
 from .schemas import DERIVED_TABLES
 
@@ -184,22 +184,9 @@ def write_updated_graph(raw: Mapping[str, pa.Table], affected: Affected, previou
     """Every derived table into writers (as `build.write_access_graph`), the large ones from the
     previous graph's files (`previous`: table -> path) with the affected principals' rows replaced."""
     ix = compile_graph(raw, organization)
-    counts = dict.fromkeys(DERIVED_TABLES, 0)
-    with ExitStack() as stack:
-        sinks: dict[str, TableSink] = {name: stack.enter_context(open_writer(name, schema))
-                                       for name, schema in DERIVED_TABLES.items()}
-        for name, table in small_tables(ix).items():
-            sinks[name].write_table(table)
-            counts[name] = table.num_rows
-        for name in STREAMED:
-            for table in _kept_batches(previous[name], affected.principals, DERIVED_TABLES[name]):
-                sinks[name].write_table(table)
-                counts[name] += table.num_rows
-        for name, batch in iter_affected_batches(ix, affected.principals):
-            if batch.num_rows:
-                sinks[name].write_table(pa.Table.from_batches([batch]))
-                counts[name] += batch.num_rows
-    return counts
+    kept = ((name, table) for name in STREAMED
+            for table in _kept_batches(previous[name], affected.principals, DERIVED_TABLES[name]))
+    return write_tables(ix, open_writer, itertools.chain(kept, iter_affected_batches(ix, affected.principals)))
 
 
 @dataclass(frozen=True)

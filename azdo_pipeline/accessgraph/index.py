@@ -135,7 +135,9 @@ class GraphIndex:
 
         teams = r["teams"]
         key_code = codes(teams["id"], groups["storage_key"])
-        team_group = np.where(key_code >= 0, group_code[np.maximum(key_code, 0)], -1).astype(I32)
+        # (No groups at all: no team has a backing group, and there is nothing to index.)
+        team_group = (np.where(key_code >= 0, group_code[np.maximum(key_code, 0)], -1) if len(group_code)
+                      else np.full(len(key_code), -1)).astype(I32)
         team_project = codes(teams["project_id"], projects["id"])
 
         em = mc

@@ -106,9 +106,12 @@ class RequestParser:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._directories: dict[str, tuple[str | None, Directory]] = {}
+        self._published: dict[str, Any] | None = None  # read once per tick (see request_parser)
 
     def directory(self, org: str) -> Directory:
-        snapshot = self.store.published().get("orgs", {}).get(org, {}).get("raw")
+        if self._published is None:
+            self._published = self.store.published()
+        snapshot = self._published.get("orgs", {}).get(org, {}).get("raw")
         cached = self._directories.get(org)
         if cached is None or cached[0] != snapshot:
             cached = (snapshot, Directory.from_store(self.store, org) if snapshot else Directory())
@@ -124,8 +127,11 @@ _PARSERS: dict[Path, RequestParser] = {}
 
 
 def request_parser(store: Store) -> RequestParser:
-    """One parser per data folder for the life of the process, so its directories stay cached."""
-    return _PARSERS.setdefault(Path(store.data_dir), RequestParser(store))
+    """One parser per data folder for the life of the process, so its directories stay cached; each
+    call (a sensor tick) makes it look at what is published again, once for all the files it parses."""
+    parser = _PARSERS.setdefault(Path(store.data_dir), RequestParser(store))
+    parser._published = None
+    return parser
 
 
 # ---- carrying out ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import schemas
+from ..client.transport import RequestStats
 from ..store import SnapshotDraft, Store, TableWriter
 from . import reconcile, streams
 from .errors import ReconciliationError
@@ -82,6 +83,14 @@ class SyncReport:
     tables_linked: list[str] = field(default_factory=list)  # unchanged tables shared with the previous snapshot
     admin_identities: list[dict[str, Any]] | None = None  # team administrators' identities (for incremental runs)
 
+    def record(self, stats: RequestStats) -> None:
+        """What the client did: requests (in all and per route), retries, throttling, notes."""
+        self.requests = stats.total
+        self.requests_by_endpoint = dict(stats.by_endpoint)
+        self.retries = stats.retries
+        self.throttled = stats.throttled
+        self.notes = list(stats.notes)
+
 
 def _enabled(table: str, options: SyncOptions) -> bool:
     if table in ("teams", "team_members"):
@@ -114,12 +123,7 @@ async def full_sync(client: SyncClient, store: Store, org: str, snapshot: str,
             raise ReconciliationError(org, snapshot, failed, report.reconciliation, kept_at=str(kept))
         for name, w in writers.items():
             report.tables[name] = TableResult(w.rows, store.latest_path(name, org), _enabled(name, options))
-        stats = client.stats
-        report.requests = stats.total
-        report.requests_by_endpoint = dict(stats.by_endpoint)
-        report.retries = stats.retries
-        report.throttled = stats.throttled
-        report.notes = list(stats.notes)
+        report.record(client.stats)
         report.duration_s = time.monotonic() - started
         draft.commit({n: {"enabled": t.enabled} for n, t in report.tables.items()},
                      simulated=options.simulated, extra={"requests": report.requests, **(manifest_extra or {})})

@@ -511,12 +511,7 @@ async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, sn
         "organizations": pa.Table.from_pylist(r.organizations, schema=schemas.ORGANIZATIONS)
         if r.organizations is not None else prev.tables["organizations"],
     }
-    stats = client.stats
-    report.requests = stats.total
-    report.requests_by_endpoint = dict(stats.by_endpoint)
-    report.retries = stats.retries
-    report.throttled = stats.throttled
-    report.notes = list(stats.notes)
+    report.record(client.stats)
     facts = reconcile.Facts(groups_requested=m.containers, groups_answered=m.answered)
     await asyncio.to_thread(_commit, store, org, snapshot, prev_snapshot, prev.tables, tables, report, options,
                             facts, manifest)

@@ -123,3 +123,17 @@ def test_sample_raw_tables_have_the_raw_schemas() -> None:
     assert set(tables) == set(RAW_TABLES)
     for name, t in tables.items():
         assert t.schema.equals(RAW_TABLES[name]), name
+
+
+def test_teams_without_any_group_build() -> None:
+    """A snapshot with teams but no group at all (hypothesis found it: indexing an empty group list)."""
+    import pyarrow as pa
+
+    from azdo_pipeline import schemas
+    from azdo_pipeline.accessgraph import build_access_graph
+
+    raw = {name: schema.empty_table() for name, schema in schemas.RAW_TABLES.items()}
+    raw["projects"] = pa.Table.from_pylist([{"id": "p1", "name": "P"}], schema=schemas.PROJECTS)
+    raw["teams"] = pa.Table.from_pylist([{"id": "t1", "name": "T", "project_id": "p1"}], schema=schemas.TEAMS)
+    out = build_access_graph(raw, organization="o")
+    assert out["entitlements"].num_rows > 0 and out["effective_grants"].num_rows == 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from azdo_pipeline.provisioning.flow import RequestParser, parse_request
+from azdo_pipeline.provisioning.flow import RequestParser, parse_request, request_parser
 from azdo_pipeline.store import Store
 
 ORG = "contoso"
@@ -53,9 +53,10 @@ def test_a_grant_after_create_account_waits_for_it(tmp_path: Path) -> None:
 def test_a_new_snapshot_refreshes_the_directory(tmp_path: Path) -> None:
     store = Store(tmp_path / "data")
     _publish_users(store, "20260101T000000Z", [{"descriptor": ALICE, "principal_name": "alice@contoso.com"}])
-    parse = RequestParser(store)
+    parse = request_parser(store)  # a sensor tick
     bob = "aad.Ym9i"
     assert parse(_doc("r1", "grant", "bob@contoso.com", **GRANT)).order_key == f"{ORG}|bob@contoso.com"
     _publish_users(store, "20260102T000000Z", [{"descriptor": ALICE, "principal_name": "alice@contoso.com"},
                                                {"descriptor": bob, "principal_name": "bob@contoso.com"}])
+    parse = request_parser(store)  # the next tick sees the new snapshot
     assert parse(_doc("r2", "grant", "bob@contoso.com", **GRANT)).order_key == f"{ORG}|{bob}"
