@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -391,8 +392,8 @@ async def _patch_memberships(client: AzureDevOpsClient, prev: Prev, touched: Tou
     for c, m in zip(before["container_descriptor"].to_pylist(), before["member_descriptor"].to_pylist(), strict=True):
         old_edges.setdefault(c, set()).add(m)
     edges_by_container = {c: ms for c, ms in edges_by_container.items() if set(ms) != old_edges.get(c, set())}
-    memberships = _drop(memberships, "container_descriptor", set(edges_by_container) | r.deleted_groups)
-    memberships = _drop(memberships, "member_descriptor", r.deleted_groups | r.removed_users)
+    memberships = _drop_either(memberships, ("container_descriptor", set(edges_by_container) | r.deleted_groups),
+                               ("member_descriptor", r.deleted_groups | r.removed_users))
     new_edges = [(c, m) for c, ms in edges_by_container.items() for m in ms]
     if new_edges:
         cs, ms = [c for c, _ in new_edges], [m for _, m in new_edges]
@@ -535,12 +536,6 @@ async def _team_members(client: AzureDevOpsClient, store: Store, org: str, prev_
     team_of_group = {d: k for d, k, is_team in zip(groups["descriptor"].to_pylist(), groups["storage_key"].to_pylist(),
                                                    groups["is_team"].to_pylist(), strict=True)
                      if is_team and k and k.lower() in team_set}
-    team_edges_tbl = memberships.filter(pc.is_in(memberships["container_descriptor"],
-                                                 value_set=pa.array(list(team_of_group), pa.string())))
-    team_edges: dict[str, list[str]] = {}
-    for c, m in zip(team_edges_tbl["container_descriptor"].to_pylist(),
-                    team_edges_tbl["member_descriptor"].to_pylist(), strict=True):
-        team_edges.setdefault(c, []).append(m)
     known = read_admin_identities(store, org, prev_snapshot)
     by_legacy = {str(i.get("descriptor") or "").lower(): i for i in known}
     wanted = sorted({d for t in team_ids for d in acl.get(t.lower(), ())})
@@ -550,25 +545,40 @@ async def _team_members(client: AzureDevOpsClient, store: Store, org: str, prev_
             by_legacy[str(ident.get("descriptor") or "").lower()] = ident
     found = [by_legacy[d.lower()] for d in wanted if d.lower() in by_legacy]
     admins, admin_info, _unresolved = team_logic.admins_by_team(acl, team_ids, found)
-    needed = {m for ms in team_edges.values() for m in ms} | {d for ds in admins.values() for d in ds}
-    names: dict[str, str] = {}
-    for tbl in (groups, sps, users, svc):
-        sub = tbl.filter(pc.is_in(tbl["descriptor"], value_set=pa.array(sorted(needed), pa.string())))
-        names.update((d, n) for d, n in zip(sub["descriptor"].to_pylist(), sub["display_name"].to_pylist(),
-                                            strict=True) if n is not None)
-    key_of: dict[str, str] = {}
-    for d, k in zip(prev_tm["member_descriptor"].to_pylist(), prev_tm["member_storage_key"].to_pylist(), strict=True):
-        if k:
-            key_of[d] = k
-    key_of.update({d: k for k, d in storage_keys.items()})
-    key_of.update({d: k for k, d in client.member_keys.items()})
-    for d, (k, name) in admin_info.items():
-        if k:
-            key_of.setdefault(d, k)
-        if name and d not in names:
-            names[d] = name
-    out = team_logic.team_member_rows(team_of_group, team_edges, admins, key_of, names)
-    return pa.Table.from_pylist(out, schema=schemas.TEAM_MEMBERS), found
+
+    def lookup(descriptors: pa.Array) -> tuple[pa.Array, pa.Array]:
+        # Precedence as the full sync's: names from the subject tables (a later table wins, nulls
+        # skipped), then administrators' identities where none; storage keys from the previous
+        # team_members, overridden by this run's reads, then administrators' identities where none.
+        names = pa.nulls(len(descriptors), pa.string())
+        for tbl in (svc, users, sps, groups):
+            names = pc.coalesce(names, pc.take(tbl["display_name"].cast(pa.string()),
+                                               pc.index_in(descriptors, value_set=tbl["descriptor"])))
+        prev_keys = prev_tm.filter(pc.and_(pc.is_valid(prev_tm["member_storage_key"]),
+                                           pc.not_equal(prev_tm["member_storage_key"], "")))
+        prev_keys = prev_keys.take(np.arange(prev_keys.num_rows - 1, -1, -1))  # the last one wins
+        keys = pc.take(prev_keys["member_storage_key"].cast(pa.string()),
+                       pc.index_in(descriptors, value_set=prev_keys["member_descriptor"]))
+        position = {d: i for i, d in enumerate(descriptors.to_pylist())}
+        override = {d: k for k, d in storage_keys.items()} | {d: k for k, d in client.member_keys.items()}
+        if override or admin_info:
+            key_list, name_list = keys.to_pylist(), names.to_pylist()
+            for d, k in override.items():
+                if d in position:
+                    key_list[position[d]] = k
+            for d, (admin_key, name) in admin_info.items():
+                i = position.get(d)
+                if i is None:
+                    continue
+                if admin_key and key_list[i] is None:
+                    key_list[i] = admin_key
+                if name and name_list[i] is None:
+                    name_list[i] = name
+            return pa.array(key_list, pa.string()), pa.array(name_list, pa.string())
+        return keys, names
+
+    edges = memberships.select(["container_descriptor", "member_descriptor"])
+    return team_logic.team_members_table(team_of_group, edges, admins, lookup, schemas.TEAM_MEMBERS), found
 
 
 def _same(a: pa.Table, b: pa.Table, name: str) -> bool:
@@ -623,6 +633,20 @@ def _drop(table: pa.Table, column: str, values: Iterable[str]) -> pa.Table:
         return table
     mask = pc.fill_null(pc.is_in(table[column], value_set=pa.array(vals, pa.string())), False)
     if not pc.any(mask).as_py():
+        return table
+    return table.filter(pc.invert(mask))
+
+
+def _drop_either(table: pa.Table, *conditions: tuple[str, Iterable[str]]) -> pa.Table:
+    """The rows matching none of the (column, values) conditions, in one pass over the table (a million
+    memberships: filtering once instead of once per condition); the same object when none matches."""
+    mask = None
+    for column, values in conditions:
+        vals = list(values)
+        if vals and table.num_rows:
+            hit = pc.fill_null(pc.is_in(table[column], value_set=pa.array(vals, pa.string())), False)
+            mask = hit if mask is None else pc.or_(mask, hit)
+    if mask is None or not pc.any(mask).as_py():
         return table
     return table.filter(pc.invert(mask))
 

@@ -9,8 +9,12 @@ storage keys and display names met elsewhere in the sync.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def team_member_rows(team_of_group: Mapping[str, str], edges: Mapping[str, Sequence[str]],
@@ -61,3 +65,57 @@ def admins_by_team(acl_admins: Mapping[str, Sequence[str]], team_ids: Sequence[s
             key = str(ident.get("id") or "").lower() or None
             seen[d] = (key, ident.get("providerDisplayName"))
     return out, seen, unresolved
+
+
+Lookup = Callable[[pa.Array], tuple[pa.Array, pa.Array]]
+
+
+def team_members_table(team_of_group: Mapping[str, str], edges: pa.Table, admins: Mapping[str, Sequence[str]],
+                       lookup: Lookup, schema: pa.Schema) -> pa.Table:
+    """The rows `team_member_rows` gives (in another order), column-wise: an incremental run rebuilds
+    the table from a million memberships, where rows as Python dicts cost seconds.
+
+    edges: (container_descriptor, member_descriptor) rows, any containers (those of team groups are
+    kept); lookup(distinct descriptors) -> (storage keys, display names), parallel arrays.
+    """
+    groups = pa.array(list(team_of_group), pa.string())
+    team_ids = pa.array(list(team_of_group.values()), pa.string())
+    at = pc.index_in(edges["container_descriptor"], value_set=groups)
+    kept = pc.is_valid(at)
+    # Members as codes into one dictionary of descriptors; a (team, member) pair counts once.
+    coded = pc.dictionary_encode(edges["member_descriptor"].filter(kept).combine_chunks())
+    width = max(len(coded.dictionary), 1)
+    pair = pc.unique(pc.add(pc.multiply(at.filter(kept).combine_chunks().cast(pa.int64()), width),
+                            coded.indices.cast(pa.int64())))
+    team_at = pc.divide(pair, width)
+    member_at = pc.subtract(pair, pc.multiply(team_at, width))
+    descriptors = coded.dictionary.cast(pa.string())
+    admin_pairs = [(t, d) for t in dict.fromkeys(team_of_group.values()) for d in dict.fromkeys(admins.get(t, ()))]
+    is_admin = pa.array(np.zeros(len(pair), dtype=bool))
+    only: list[tuple[str, str]] = []
+    if admin_pairs:
+        admin_keys = pa.array([f"{t}\n{d}" for t, d in admin_pairs], pa.string())
+        member_keys = pc.binary_join_element_wise(pc.take(team_ids, team_at), pc.take(descriptors, member_at), "\n")
+        is_admin = pc.is_in(member_keys, value_set=admin_keys)
+        found = set(member_keys.filter(is_admin).to_pylist())
+        only = [(t, d) for t, d in admin_pairs if f"{t}\n{d}" not in found]
+    if only:
+        extra = [d for d in dict.fromkeys(d for _t, d in only)]
+        missing = pc.is_null(pc.index_in(pa.array(extra, pa.string()), value_set=descriptors)).to_pylist()
+        descriptors = pa.concat_arrays([descriptors, pa.array([d for d, m in zip(extra, missing, strict=True) if m],
+                                                              pa.string())])
+        position = pc.index_in(pa.array([d for _t, d in only], pa.string()), value_set=descriptors)
+        team_at = pa.concat_arrays([team_at, pc.index_in(pa.array([t for t, _d in only], pa.string()),
+                                                         value_set=team_ids).cast(pa.int64())])
+        member_at = pa.concat_arrays([member_at, position.cast(pa.int64())])
+    keys, names = lookup(descriptors)
+    n_members = len(pair)
+    return pa.table({
+        "team_id": pc.take(team_ids, team_at),
+        "member_descriptor": pc.take(descriptors, member_at),
+        "member_storage_key": pc.take(keys, member_at),
+        "display_name": pc.take(names, member_at),
+        "is_team_admin": pa.concat_arrays([is_admin, pa.array(np.ones(len(only), dtype=bool))]),
+        "is_member": pa.concat_arrays([pa.array(np.ones(n_members, dtype=bool)),
+                                       pa.array(np.zeros(len(only), dtype=bool))]),
+    }, schema=schema)
