@@ -9,7 +9,9 @@ calling several).
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import Any, Protocol
 
@@ -139,16 +141,51 @@ def write_access_graph(raw: Source, open_writer: Callable[[str, pa.Schema], Any]
 def write_tables(ix: GraphIndex, open_writer: Callable[[str, pa.Schema], Any],
                  streamed: Iterable[tuple[str, pa.Table | pa.RecordBatch]]) -> dict[str, int]:
     """The small tables built from `ix`, then the large ones from `streamed` ((table, rows) in any
-    order), each into its writer; returns row counts."""
+    order), each into its writer; returns row counts.
+
+    A background thread writes while the next chunks are built (pyarrow encodes without the GIL, so
+    on two cores the build and the writing overlap), at most two chunks behind to bound memory.
+    """
     counts = dict.fromkeys(DERIVED_TABLES, 0)
     with ExitStack() as stack:
         sinks: dict[str, TableSink] = {name: stack.enter_context(open_writer(name, schema))
                                        for name, schema in DERIVED_TABLES.items()}
+        writes = stack.enter_context(_Background(depth=2))
         for name, table in small_tables(ix).items():
-            sinks[name].write_table(table)
+            writes.submit(sinks[name].write_table, table)
             counts[name] = table.num_rows
         for name, part in streamed:
             if part.num_rows:
-                sinks[name].write_table(part if isinstance(part, pa.Table) else pa.Table.from_batches([part]))
+                writes.submit(sinks[name].write_table,
+                              part if isinstance(part, pa.Table) else pa.Table.from_batches([part]))
                 counts[name] += part.num_rows
     return counts
+
+
+class _Background:
+    """One writer thread; `submit` waits while `depth` writes are still pending (bounds memory).
+    Leaving the block waits for every write and re-raises the first failure."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graph-writer")
+        self.futures: deque[Future[Any]] = deque()
+
+    def __enter__(self) -> _Background:
+        return self
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        while len(self.futures) >= self.depth:
+            self.futures.popleft().result()
+        self.futures.append(self.pool.submit(fn, *args))
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            while self.futures:
+                future = self.futures.popleft()
+                if exc_type is None:
+                    future.result()
+                else:
+                    future.cancel()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
