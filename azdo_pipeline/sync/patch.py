@@ -632,9 +632,7 @@ def _drop(table: pa.Table, column: str, values: Iterable[str]) -> pa.Table:
     if not vals or table.num_rows == 0:
         return table
     mask = pc.fill_null(pc.is_in(table[column], value_set=pa.array(vals, pa.string())), False)
-    if not pc.any(mask).as_py():
-        return table
-    return table.filter(pc.invert(mask))
+    return _without(table, pc.indices_nonzero(mask).to_numpy())
 
 
 def _drop_either(table: pa.Table, *conditions: tuple[str, Iterable[str]]) -> pa.Table:
@@ -646,9 +644,24 @@ def _drop_either(table: pa.Table, *conditions: tuple[str, Iterable[str]]) -> pa.
         if vals and table.num_rows:
             hit = pc.fill_null(pc.is_in(table[column], value_set=pa.array(vals, pa.string())), False)
             mask = hit if mask is None else pc.or_(mask, hit)
-    if mask is None or not pc.any(mask).as_py():
+    if mask is None:
         return table
-    return table.filter(pc.invert(mask))
+    return _without(table, pc.indices_nonzero(mask).to_numpy())
+
+
+def _without(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """`table` without the rows at the sorted positions `rows`; the same object when there are none.
+    A few rows of a large table: zero-copy slices around them rather than a filtered copy."""
+    if not len(rows):
+        return table
+    if len(rows) > 1000:
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[rows] = False
+        return table.filter(pa.array(keep))
+    starts = np.concatenate(([0], rows + 1))
+    ends = np.concatenate((rows, [table.num_rows]))
+    parts = [table.slice(int(a), int(b - a)) for a, b in zip(starts, ends, strict=True) if b > a]
+    return pa.concat_tables(parts) if parts else table.slice(0, 0)
 
 
 def _add(table: pa.Table, new_rows: list[dict[str, Any]], schema: pa.Schema) -> pa.Table:
