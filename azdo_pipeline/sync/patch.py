@@ -22,7 +22,8 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -62,7 +63,9 @@ class Prev:
     team_ids: frozenset[str]  # lower-case ids of teams (their backing groups' storage keys)
 
 
-def _read_prev(store: Store, org: str, snapshot: str) -> dict[str, pa.Table]:
+def read_previous(store: Store, org: str, snapshot: str) -> dict[str, pa.Table]:
+    """The raw tables of the snapshot an incremental run patches (a caller may start this early: the
+    run reads them while the audit log is read)."""
     out = {}
     for name, schema in schemas.RAW_TABLES.items():
         path = store.snapshot_path(name, org, snapshot)
@@ -469,8 +472,10 @@ def _patch_users(prev: Prev, touched: Touched, plan: Plan, r: Reads, new_users: 
 # ---- the step ----------------------------------------------------------------------------------------
 async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, snapshot: str, options: SyncOptions,
                            prev_manifest: Mapping[str, Any], touched: Touched, *, sign_ins_since: datetime,
-                           manifest: Mapping[str, Any]) -> SyncReport:
-    """Previous snapshot + the patches `touched` and the every-run re-reads call for → `snapshot`."""
+                           manifest: Mapping[str, Any],
+                           previous: Awaitable[dict[str, pa.Table]] | None = None) -> SyncReport:
+    """Previous snapshot + the patches `touched` and the every-run re-reads call for → `snapshot`.
+    `previous`: the previous snapshot's tables being read already (`read_previous`)."""
     started = time.monotonic()
     report = SyncReport(org=org, snapshot=snapshot)
 
@@ -478,7 +483,8 @@ async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, sn
         report.stream_seconds[name] = round(time.monotonic() - started, 3)
 
     prev_snapshot = str(prev_manifest["snapshot"])
-    prev = _index(prev_snapshot, await asyncio.to_thread(_read_prev, store, org, prev_snapshot))
+    prev = _index(prev_snapshot, await (previous if previous is not None
+                                        else asyncio.to_thread(read_previous, store, org, prev_snapshot)))
     plan = _plan(touched, prev)
     if plan.requests > plan.full_sync_requests * options.full_sync_above:
         raise FullSyncNeeded(f"the changes call for about {plan.requests} requests, more than a full sync's "
@@ -554,8 +560,9 @@ async def _team_members(client: AzureDevOpsClient, store: Store, org: str, prev_
         for tbl in (svc, users, sps, groups):
             names = pc.coalesce(names, pc.take(tbl["display_name"].cast(pa.string()),
                                                pc.index_in(descriptors, value_set=tbl["descriptor"])))
-        prev_keys = prev_tm.filter(pc.and_(pc.is_valid(prev_tm["member_storage_key"]),
-                                           pc.not_equal(prev_tm["member_storage_key"], "")))
+        prev_keys = prev_tm.select(["member_descriptor", "member_storage_key"])
+        prev_keys = prev_keys.filter(pc.and_(pc.is_valid(prev_keys["member_storage_key"]),
+                                             pc.not_equal(prev_keys["member_storage_key"], "")))
         prev_keys = prev_keys.take(np.arange(prev_keys.num_rows - 1, -1, -1))  # the last one wins
         keys = pc.take(prev_keys["member_storage_key"].cast(pa.string()),
                        pc.index_in(descriptors, value_set=prev_keys["member_descriptor"]))
@@ -599,15 +606,21 @@ def _commit(store: Store, org: str, snapshot: str, prev_snapshot: str, prev: Map
     rewritten), reconcile it as a full sync's is, and switch `latest` to it in one step; a snapshot
     that does not reconcile is rejected (kept under _rejected/) and the run falls back to a full sync."""
     with store.begin(org, snapshot) as draft:
-        for name, table in tables.items():
-            if _same(table, prev[name], name):
+        def settle(name: str) -> tuple[bool, pa.Table]:
+            """Link or write one table, then read back what reconciliation checks (of the file itself)."""
+            shared = _same(tables[name], prev[name], name)
+            if shared:
                 draft.link(name, prev_snapshot)
-                report.tables_linked.append(name)
             else:
-                draft.write_table(name, table.cast(schemas.RAW_TABLES[name]))
-        report.reconciliation = reconcile.reconcile(
-            {n: pq.read_table(draft.table_path(n), columns=reconcile.columns_needed(n),
-                              read_dictionary=reconcile.DICTIONARY_COLUMNS.get(n)) for n in tables}, facts)
+                draft.write_table(name, tables[name].cast(schemas.RAW_TABLES[name]))
+            return shared, pq.read_table(draft.table_path(name), columns=reconcile.columns_needed(name),
+                                         read_dictionary=reconcile.DICTIONARY_COLUMNS.get(name))
+
+        # Two at a time: pyarrow sorts, encodes and decodes without the GIL.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="commit") as pool:
+            settled = dict(zip(tables, pool.map(settle, tables), strict=True))
+        report.tables_linked.extend(name for name, (shared, _t) in settled.items() if shared)
+        report.reconciliation = reconcile.reconcile({n: t for n, (_s, t) in settled.items()}, facts)
         failed = reconcile.failures(report.reconciliation)
         if failed:
             kept = draft.reject(f"{f.table}: {f.rule} failed for {f.count} {f.unit}"

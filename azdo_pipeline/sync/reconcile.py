@@ -42,7 +42,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "organizations": ("id", "name"),
 }
 # Columns best read back as dictionaries (few distinct values over many rows).
-DICTIONARY_COLUMNS: dict[str, list[str]] = {"memberships": ["container_descriptor", "member_descriptor", "member_kind"]}
+DICTIONARY_COLUMNS: dict[str, list[str]] = {"memberships": ["container_descriptor", "member_descriptor", "member_kind"],
+                                            "team_members": ["team_id", "member_descriptor"]}
 SUBJECT_TABLES = ("users", "service_accounts", "service_principals", "groups")
 
 

@@ -79,8 +79,9 @@ def team_members_table(team_of_group: Mapping[str, str], edges: pa.Table, admins
     kept); lookup(distinct descriptors) -> (storage keys, display names), parallel arrays.
     """
     groups = pa.array(list(team_of_group), pa.string())
-    team_ids = pa.array(list(team_of_group.values()), pa.string())
-    at = pc.index_in(edges["container_descriptor"], value_set=groups)
+    team_ids = pa.array(list(dict.fromkeys(team_of_group.values())), pa.string())
+    team_of = pc.index_in(pa.array(list(team_of_group.values()), pa.string()), value_set=team_ids)
+    at = pc.take(team_of, pc.index_in(edges["container_descriptor"], value_set=groups))  # the team of each edge
     kept = pc.is_valid(at)
     # Members as codes into one dictionary of descriptors; a (team, member) pair counts once.
     coded = pc.dictionary_encode(edges["member_descriptor"].filter(kept).combine_chunks())
@@ -90,15 +91,19 @@ def team_members_table(team_of_group: Mapping[str, str], edges: pa.Table, admins
     team_at = pc.divide(pair, width)
     member_at = pc.subtract(pair, pc.multiply(team_at, width))
     descriptors = coded.dictionary.cast(pa.string())
-    admin_pairs = [(t, d) for t in dict.fromkeys(team_of_group.values()) for d in dict.fromkeys(admins.get(t, ()))]
+    admin_pairs = [(t, d) for t in team_ids.to_pylist() for d in dict.fromkeys(admins.get(t, ()))]
     is_admin = pa.array(np.zeros(len(pair), dtype=bool))
     only: list[tuple[str, str]] = []
     if admin_pairs:
-        admin_keys = pa.array([f"{t}\n{d}" for t, d in admin_pairs], pa.string())
-        member_keys = pc.binary_join_element_wise(pc.take(team_ids, team_at), pc.take(descriptors, member_at), "\n")
-        is_admin = pc.is_in(member_keys, value_set=admin_keys)
-        found = set(member_keys.filter(is_admin).to_pylist())
-        only = [(t, d) for t, d in admin_pairs if f"{t}\n{d}" not in found]
+        # Administrators as the same (team, member) codes: integers compared, not joined strings.
+        team_pos = {t: i for i, t in enumerate(team_ids.to_pylist())}
+        at_member = pc.index_in(pa.array([d for _t, d in admin_pairs], pa.string()), value_set=descriptors)
+        admin_codes = [team_pos[t] * width + m for (t, _d), m in zip(admin_pairs, at_member.to_pylist(), strict=True)
+                       if m is not None]
+        is_admin = pc.is_in(pair, value_set=pa.array(admin_codes, pa.int64()))
+        members_now = set(pair.filter(is_admin).to_pylist())
+        only = [(t, d) for (t, d), m in zip(admin_pairs, at_member.to_pylist(), strict=True)
+                if m is None or team_pos[t] * width + m not in members_now]
     if only:
         extra = [d for d in dict.fromkeys(d for _t, d in only)]
         missing = pc.is_null(pc.index_in(pa.array(extra, pa.string()), value_set=descriptors)).to_pylist()
