@@ -57,7 +57,10 @@ def render() -> str:
         "(`{data_dir}/latest/{table}/org={org}/{table}.parquet`, switched to a new sync's tables in one step; "
         "earlier snapshots under `{data_dir}/{table}/org={org}/snapshot={id}/`, kept per the `snapshots:` "
         "retention). Dictionary-encoded columns read as plain strings in "
-        "DuckDB, Spark and Polars, and as `category` in pandas. Worked queries: [queries.md](queries.md).",
+        "DuckDB, Spark and Polars, and as `category` in pandas. Row groups carry min/max statistics for "
+        "numbers, booleans and timestamps, not for strings (identifiers and names are in no useful order, so "
+        "their ranges would prune nothing, and computing them was a third of the writing time of a large "
+        "table). Worked queries: [queries.md](queries.md).",
         "",
         "## Raw tables",
         "",
