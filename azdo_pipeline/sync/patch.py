@@ -38,7 +38,7 @@ from .. import schemas
 from ..client import AzureDevOpsClient
 from ..client.arrow_pages import IDENTITY_REFS_PAGE
 from ..client.errors import AuthenticationError, NotFoundError, PermissionDeniedError
-from ..store import Store
+from ..store import SnapshotDraft, Store
 from . import reconcile, rows
 from . import teams as team_logic
 from .errors import FullSyncNeeded
@@ -492,6 +492,12 @@ async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, sn
     phase("previous snapshot")
     r = await _read_changes(client, touched, prev, plan, options, sign_ins_since)
     phase("reads")
+    # Team administrators' identities not known from the previous run are read while the rest goes on.
+    identities = asyncio.ensure_future(_admin_identities(
+        client, read_admin_identities(store, org, prev_snapshot), r.team_admins)) \
+        if options.sync_teams and r.team_admins is not None else None
+    if identities is not None:  # a run that falls back before using it does not leave its error unretrieved
+        identities.add_done_callback(lambda f: f.cancelled() or f.exception())
     teams, groups, team_ids, group_by_key = await _patch_groups(client, prev, touched, r, options)
     phase("groups")
     m = await _patch_memberships(client, prev, touched, r, groups, group_by_key)
@@ -504,24 +510,30 @@ async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, sn
     svc = _add(prev.tables["service_accounts"], fresh.service_accounts, schemas.SERVICE_ACCOUNTS)
     projects = _add(_drop(prev.tables["projects"], "id", r.project_rows),
                     [row for row in r.project_rows.values() if row is not None], schemas.PROJECTS)
-    team_members = prev.tables["team_members"]
-    admin_identities: list[dict[str, Any]] | None = None
-    if options.sync_teams:
-        assert r.team_admins is not None
-        team_members, admin_identities = await _team_members(
-            client, store, org, prev_snapshot, prev.tables["team_members"], teams, groups, memberships,
-            users, svc, sps, r.team_admins, m.storage_keys)
-        phase("team members")
     tables: dict[str, pa.Table] = {
         "users": users, "service_accounts": svc, "service_principals": sps, "groups": groups,
-        "memberships": memberships, "projects": projects, "teams": teams, "team_members": team_members,
+        "memberships": memberships, "projects": projects, "teams": teams,
         "organizations": pa.Table.from_pylist(r.organizations, schema=schemas.ORGANIZATIONS)
         if r.organizations is not None else prev.tables["organizations"],
     }
-    report.record(client.stats)
-    facts = reconcile.Facts(groups_requested=m.containers, groups_answered=m.answered)
-    await asyncio.to_thread(_commit, store, org, snapshot, prev_snapshot, prev.tables, tables, report, options,
-                            facts, manifest)
+    admin_identities: list[dict[str, Any]] | None = None
+    with store.begin(org, snapshot) as draft, ThreadPoolExecutor(max_workers=2, thread_name_prefix="commit") as pool:
+        # The tables that are final are written (two at a time) while team_members is still assembled.
+        settling = {name: pool.submit(_settle, draft, name, table, prev.tables[name], prev_snapshot)
+                    for name, table in tables.items()}
+        tables["team_members"] = prev.tables["team_members"]
+        if options.sync_teams:
+            assert r.team_admins is not None and identities is not None
+            tables["team_members"], admin_identities = await _team_members(
+                prev.tables["team_members"], teams, groups, memberships, users, svc, sps, r.team_admins,
+                m.storage_keys, client, identities)
+            phase("team members")
+        settling["team_members"] = pool.submit(_settle, draft, "team_members", tables["team_members"],
+                                               prev.tables["team_members"], prev_snapshot)
+        settled = {name: await asyncio.wrap_future(f) for name, f in settling.items()}
+        report.record(client.stats)
+        facts = reconcile.Facts(groups_requested=m.containers, groups_answered=m.answered)
+        await asyncio.to_thread(_commit, draft, org, settled, tables, report, options, facts, manifest)
     phase("commit")
     if admin_identities is not None:
         write_admin_identities(store, org, snapshot, admin_identities)
@@ -530,25 +542,31 @@ async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, sn
 
 
 # ---- team members, and the commit --------------------------------------------------------------
-async def _team_members(client: AzureDevOpsClient, store: Store, org: str, prev_snapshot: str, prev_tm: pa.Table,
-                        teams: pa.Table, groups: pa.Table, memberships: pa.Table, users: pa.Table,
-                        svc: pa.Table, sps: pa.Table, acl: dict[str, list[str]],
-                        storage_keys: dict[str, str]) -> tuple[pa.Table, list[dict[str, Any]]]:
+async def _admin_identities(client: AzureDevOpsClient, known: list[dict[str, Any]],
+                            acl: Mapping[str, list[str]]) -> dict[str, dict[str, Any]]:
+    """Legacy descriptor (lower case) -> identity, for every administrator the ACL read names: the
+    previous run's look-ups, and the others read now."""
+    by_legacy = {str(i.get("descriptor") or "").lower(): i for i in known}
+    missing = sorted({d for ds in acl.values() for d in ds if d.lower() not in by_legacy})
+    if missing:
+        for ident in await client.identities.read_many(descriptors=missing, decoder=IDENTITY_REFS_PAGE):
+            by_legacy[str(ident.get("descriptor") or "").lower()] = ident
+    return by_legacy
+
+
+async def _team_members(prev_tm: pa.Table, teams: pa.Table, groups: pa.Table, memberships: pa.Table, users: pa.Table,
+                        svc: pa.Table, sps: pa.Table, acl: dict[str, list[str]], storage_keys: dict[str, str],
+                        client: AzureDevOpsClient, identities: Awaitable[dict[str, dict[str, Any]]],
+                        ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """team_members rebuilt from the patched groups and memberships and this run's ACL read, as the
-    full sync builds it (sync/teams.py); administrators' identities come from the previous run's
-    look-ups, only new ones are read."""
+    full sync builds it (sync/teams.py); administrators' identities come from `_admin_identities`."""
     team_ids = teams["id"].to_pylist()
     team_set = {t.lower() for t in team_ids}
     team_of_group = {d: k for d, k, is_team in zip(groups["descriptor"].to_pylist(), groups["storage_key"].to_pylist(),
                                                    groups["is_team"].to_pylist(), strict=True)
                      if is_team and k and k.lower() in team_set}
-    known = read_admin_identities(store, org, prev_snapshot)
-    by_legacy = {str(i.get("descriptor") or "").lower(): i for i in known}
+    by_legacy = await identities
     wanted = sorted({d for t in team_ids for d in acl.get(t.lower(), ())})
-    missing = [d for d in wanted if d.lower() not in by_legacy]
-    if missing:
-        for ident in await client.identities.read_many(descriptors=missing, decoder=IDENTITY_REFS_PAGE):
-            by_legacy[str(ident.get("descriptor") or "").lower()] = ident
     found = [by_legacy[d.lower()] for d in wanted if d.lower() in by_legacy]
     admins, admin_info, _unresolved = team_logic.admins_by_team(acl, team_ids, found)
 
@@ -599,42 +617,42 @@ def _same(a: pa.Table, b: pa.Table, name: str) -> bool:
     return bool(a.cast(schema).sort_by(keys).equals(b.cast(schema).sort_by(keys)))
 
 
-def _commit(store: Store, org: str, snapshot: str, prev_snapshot: str, prev: Mapping[str, pa.Table],
+def _settle(draft: SnapshotDraft, name: str, table: pa.Table, prev: pa.Table, prev_snapshot: str
+            ) -> tuple[bool, pa.Table]:
+    """One table into the draft: a hard link to the previous snapshot's file when its rows are the same
+    (never rewritten), else written; then read back, as reconciliation checks the file itself.
+    Returns (shared, the columns reconciliation reads)."""
+    shared = _same(table, prev, name)
+    if shared:
+        draft.link(name, prev_snapshot)
+    else:
+        draft.write_table(name, table.cast(schemas.RAW_TABLES[name]))
+    return shared, pq.read_table(draft.table_path(name), columns=reconcile.columns_needed(name),
+                                 read_dictionary=reconcile.DICTIONARY_COLUMNS.get(name))
+
+
+def _commit(draft: SnapshotDraft, org: str, settled: Mapping[str, tuple[bool, pa.Table]],
             tables: Mapping[str, pa.Table], report: SyncReport, options: SyncOptions, facts: reconcile.Facts,
             manifest: Mapping[str, Any]) -> None:
-    """Write the snapshot aside (unchanged tables are hard links to the previous snapshot's files, never
-    rewritten), reconcile it as a full sync's is, and switch `latest` to it in one step; a snapshot
-    that does not reconcile is rejected (kept under _rejected/) and the run falls back to a full sync."""
-    with store.begin(org, snapshot) as draft:
-        def settle(name: str) -> tuple[bool, pa.Table]:
-            """Link or write one table, then read back what reconciliation checks (of the file itself)."""
-            shared = _same(tables[name], prev[name], name)
-            if shared:
-                draft.link(name, prev_snapshot)
-            else:
-                draft.write_table(name, tables[name].cast(schemas.RAW_TABLES[name]))
-            return shared, pq.read_table(draft.table_path(name), columns=reconcile.columns_needed(name),
-                                         read_dictionary=reconcile.DICTIONARY_COLUMNS.get(name))
-
-        # Two at a time: pyarrow sorts, encodes and decodes without the GIL.
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="commit") as pool:
-            settled = dict(zip(tables, pool.map(settle, tables), strict=True))
-        report.tables_linked.extend(name for name, (shared, _t) in settled.items() if shared)
-        report.reconciliation = reconcile.reconcile({n: t for n, (_s, t) in settled.items()}, facts)
-        failed = reconcile.failures(report.reconciliation)
-        if failed:
-            kept = draft.reject(f"{f.table}: {f.rule} failed for {f.count} {f.unit}"
-                                + (f"; e.g. {', '.join(f.examples)}" if f.examples else "") for f in failed)
-            raise FullSyncNeeded("the patched snapshot did not reconcile ("
-                                 + "; ".join(f"{f.table}: {f.rule}, {f.count} {f.unit}" for f in failed)
-                                 + f"); kept at {kept}")
-        enabled = {n: _enabled(n, options) for n in tables}
-        for name, table in tables.items():
-            report.tables[name] = TableResult(table.num_rows, store.latest_path(name, org), enabled[name])
-        state = dict(manifest.get("incremental") or {})
-        state["tables_linked"] = list(report.tables_linked)
-        draft.commit({n: {"enabled": enabled[n]} for n in tables}, simulated=options.simulated,
-                     extra={**dict(manifest), "requests": report.requests, "incremental": state})
+    """Reconcile the settled snapshot as a full sync's is, and switch `latest` to it in one step; a
+    snapshot that does not reconcile is rejected (kept under _rejected/) and the run falls back to a
+    full sync."""
+    report.tables_linked.extend(name for name in tables if settled[name][0])
+    report.reconciliation = reconcile.reconcile({n: t for n, (_s, t) in settled.items()}, facts)
+    failed = reconcile.failures(report.reconciliation)
+    if failed:
+        kept = draft.reject(f"{f.table}: {f.rule} failed for {f.count} {f.unit}"
+                            + (f"; e.g. {', '.join(f.examples)}" if f.examples else "") for f in failed)
+        raise FullSyncNeeded("the patched snapshot did not reconcile ("
+                             + "; ".join(f"{f.table}: {f.rule}, {f.count} {f.unit}" for f in failed)
+                             + f"); kept at {kept}")
+    enabled = {n: _enabled(n, options) for n in tables}
+    for name, table in tables.items():
+        report.tables[name] = TableResult(table.num_rows, draft.store.latest_path(name, org), enabled[name])
+    state = dict(manifest.get("incremental") or {})
+    state["tables_linked"] = list(report.tables_linked)
+    draft.commit({n: {"enabled": enabled[n]} for n in tables}, simulated=options.simulated,
+                 extra={**dict(manifest), "requests": report.requests, "incremental": state})
 
 
 # ---- table helpers -----------------------------------------------------------------------------------
