@@ -617,28 +617,32 @@ def _same(a: pa.Table, b: pa.Table, name: str) -> bool:
     return bool(a.cast(schema).sort_by(keys).equals(b.cast(schema).sort_by(keys)))
 
 
-def _settle(draft: SnapshotDraft, name: str, table: pa.Table, prev: pa.Table, prev_snapshot: str
-            ) -> tuple[bool, pa.Table]:
+Settled = tuple[bool, pa.Table, list[reconcile.RuleResult]]  # shared, columns read back, one-table rules
+
+
+def _settle(draft: SnapshotDraft, name: str, table: pa.Table, prev: pa.Table, prev_snapshot: str) -> Settled:
     """One table into the draft: a hard link to the previous snapshot's file when its rows are the same
     (never rewritten), else written; then read back, as reconciliation checks the file itself.
-    Returns (shared, the columns reconciliation reads)."""
+    Returns (shared, the columns reconciliation reads, the rules that read this table alone)."""
     shared = _same(table, prev, name)
     if shared:
         draft.link(name, prev_snapshot)
     else:
         draft.write_table(name, table.cast(schemas.RAW_TABLES[name]))
-    return shared, pq.read_table(draft.table_path(name), columns=reconcile.columns_needed(name),
-                                 read_dictionary=reconcile.DICTIONARY_COLUMNS.get(name))
+    back = pq.read_table(draft.table_path(name), columns=reconcile.columns_needed(name),
+                         read_dictionary=reconcile.DICTIONARY_COLUMNS.get(name))
+    return shared, back, reconcile.table_rules(name, back)
 
 
-def _commit(draft: SnapshotDraft, org: str, settled: Mapping[str, tuple[bool, pa.Table]],
+def _commit(draft: SnapshotDraft, org: str, settled: Mapping[str, Settled],
             tables: Mapping[str, pa.Table], report: SyncReport, options: SyncOptions, facts: reconcile.Facts,
             manifest: Mapping[str, Any]) -> None:
     """Reconcile the settled snapshot as a full sync's is, and switch `latest` to it in one step; a
     snapshot that does not reconcile is rejected (kept under _rejected/) and the run falls back to a
     full sync."""
     report.tables_linked.extend(name for name in tables if settled[name][0])
-    report.reconciliation = reconcile.reconcile({n: t for n, (_s, t) in settled.items()}, facts)
+    report.reconciliation = reconcile.reconcile({n: t for n, (_s, t, _r) in settled.items()}, facts,
+                                                {n: rules for n, (_s, _t, rules) in settled.items()})
     failed = reconcile.failures(report.reconciliation)
     if failed:
         kept = draft.reject(f"{f.table}: {f.rule} failed for {f.count} {f.unit}"

@@ -76,19 +76,24 @@ class Facts:
     graph_repeats: Mapping[str, int] = field(default_factory=dict)  # table -> repeated rows dropped
 
 
-def reconcile(tables: Mapping[str, pa.Table], facts: Facts) -> list[RuleResult]:
-    """Every rule's result, failures and passes alike (the report and the asset checks show both)."""
+def reconcile(tables: Mapping[str, pa.Table], facts: Facts,
+              checked: Mapping[str, list[RuleResult]] | None = None) -> list[RuleResult]:
+    """Every rule's result, failures and passes alike (the report and the asset checks show both).
+    `checked`: `table_rules` results already computed for some tables (e.g. while others were written)."""
     out = [_total_count(facts), _entitlements_matched(facts), _groups_answered(facts), _member_ids(facts),
            _members_known(tables), _listed_with_descriptor(facts)]
     for name in schemas.RAW_TABLES:
-        t = tables[name]
-        out.append(_unique(name, t))
-        out.append(_required(name, t))
+        out.extend((checked or {}).get(name) or table_rules(name, tables[name]))
         if name in ("users", "service_accounts", "groups", "service_principals"):
             n = facts.graph_repeats.get(name, 0)
             out.append(RuleResult(name, "graph_repeats_dropped", True, n,
                                   detail="rows a Graph list repeated, kept once" if n else ""))
     return out
+
+
+def table_rules(name: str, table: pa.Table) -> list[RuleResult]:
+    """The rules that read one table alone: unique key, required values."""
+    return [_unique(name, table), _required(name, table)]
 
 
 def _total_count(facts: Facts) -> RuleResult:
