@@ -2,10 +2,9 @@
 built in full; or, when asked, brought up to date from the published graph after an incremental sync
 (accessgraph/incremental.py).
 
-The update is not the default: every derived table is one Parquet file, so an update re-encodes every
-kept row, and encoding is most of a full build's cost (xl: 4.5 s of 8.5 s). Measured with
-benchmarks/incremental.py, the update is no faster than a full build on large and slower on xl
-(reading the kept rows back and finding what changed come on top). It pays once the large tables are
+The update is not the default: every derived table is one Parquet file, so an update reads every kept
+row back and encodes it again, which costs more than computing it afresh (benchmarks/incremental.py,
+xl, 100 changes: about 6 s against 3 s for a full build). It pays only once the large tables are
 stored so that unchanged rows need not be rewritten (docs/operations.md, "Incremental sync").
 The access_graph asset, the incremental benchmark and the equivalence tests write the graph here."""
 
