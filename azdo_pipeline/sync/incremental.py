@@ -33,7 +33,7 @@ from ..store import Store
 from .errors import FullSyncNeeded
 from .events import AuditEntry, MalformedEntry, parse_entry, touched_by
 from .full import SyncOptions, SyncReport, full_sync
-from .patch import incremental_step, read_previous, write_admin_identities
+from .patch import in_background, incremental_step, read_previous, write_admin_identities
 
 log = logging.getLogger("azdo_pipeline.sync")
 
@@ -110,7 +110,7 @@ async def sync(client: AzureDevOpsClient, store: Store, org: str, snapshot: str,
     audit: AuditRead | None = None
     audit_problem: str | None = None
     # The tables an incremental run patches are read while the audit log is (a thread; unused on fallback).
-    previous = asyncio.ensure_future(asyncio.to_thread(read_previous, store, org, str(prev["snapshot"]))) \
+    previous = in_background(asyncio.to_thread(read_previous, store, org, str(prev["snapshot"]))) \
         if incremental and prev and prev_cursor is not None and prev.get("snapshot") else None
     try:
         audit = await read_audit(client, since)
@@ -167,10 +167,8 @@ async def sync(client: AzureDevOpsClient, store: Store, org: str, snapshot: str,
         except FullSyncNeeded as exc:
             reason = str(exc)
         log.warning("incremental sync of %s falls back to a full sync: %s", org, reason)
-    if previous is not None and not previous.done():
-        previous.cancel()  # the thread finishes its read; nothing waits for it
-    elif previous is not None and not previous.cancelled():
-        previous.exception()  # a failed early read is the fallback's concern, not an unretrieved error
+    if previous is not None:
+        previous.cancel()  # unused by the full sync (the thread finishes its read; nothing waits for it)
     report = await full_sync(client, store, org, snapshot, options,
                              manifest_extra=state("full", reason if incremental else None))
     if report.admin_identities is not None:

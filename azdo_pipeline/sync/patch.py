@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +47,7 @@ from .full import SyncOptions, SyncReport, TableResult, _enabled
 
 STATE_DIR = "_incremental"
 GROUP_TYPES = ("vssgp", "aadgp")
+T = TypeVar("T")
 
 
 # ---- the previous snapshot --------------------------------------------------------------------------
@@ -61,6 +62,14 @@ class Prev:
     group_by_key: dict[str, str]  # lower-case storage key -> group descriptor
     known_users: set[str]
     team_ids: frozenset[str]  # lower-case ids of teams (their backing groups' storage keys)
+
+
+def in_background(work: Awaitable[T]) -> asyncio.Future[T]:
+    """`work` running in the background. A run that falls back to a full sync before awaiting it
+    leaves no "exception never retrieved" behind: its failure is the fallback's concern."""
+    future = asyncio.ensure_future(work)
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())
+    return future
 
 
 def read_previous(store: Store, org: str, snapshot: str) -> dict[str, pa.Table]:
@@ -493,11 +502,10 @@ async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, sn
     r = await _read_changes(client, touched, prev, plan, options, sign_ins_since)
     phase("reads")
     # Team administrators' identities not known from the previous run are read while the rest goes on.
-    identities = asyncio.ensure_future(_admin_identities(
-        client, read_admin_identities(store, org, prev_snapshot), r.team_admins)) \
-        if options.sync_teams and r.team_admins is not None else None
-    if identities is not None:  # a run that falls back before using it does not leave its error unretrieved
-        identities.add_done_callback(lambda f: f.cancelled() or f.exception())
+    identities = None
+    if options.sync_teams and r.team_admins is not None:
+        identities = in_background(_admin_identities(client, read_admin_identities(store, org, prev_snapshot),
+                                                     r.team_admins))
     teams, groups, team_ids, group_by_key = await _patch_groups(client, prev, touched, r, options)
     phase("groups")
     m = await _patch_memberships(client, prev, touched, r, groups, group_by_key)
@@ -584,9 +592,9 @@ async def _team_members(prev_tm: pa.Table, teams: pa.Table, groups: pa.Table, me
         prev_keys = prev_keys.take(np.arange(prev_keys.num_rows - 1, -1, -1))  # the last one wins
         keys = pc.take(prev_keys["member_storage_key"].cast(pa.string()),
                        pc.index_in(descriptors, value_set=prev_keys["member_descriptor"]))
-        position = {d: i for i, d in enumerate(descriptors.to_pylist())}
         override = {d: k for k, d in storage_keys.items()} | {d: k for k, d in client.member_keys.items()}
         if override or admin_info:
+            position = {d: i for i, d in enumerate(descriptors.to_pylist())}
             key_list, name_list = keys.to_pylist(), names.to_pylist()
             for d, k in override.items():
                 if d in position:
@@ -663,11 +671,7 @@ def _commit(draft: SnapshotDraft, org: str, settled: Mapping[str, Settled],
 def _drop(table: pa.Table, column: str, values: Iterable[str]) -> pa.Table:
     """The rows whose `column` is not in `values`; the same object when none is (so an untouched table
     is recognised as such at commit without comparing its rows)."""
-    vals = list(values)
-    if not vals or table.num_rows == 0:
-        return table
-    mask = pc.fill_null(pc.is_in(table[column], value_set=pa.array(vals, pa.string())), False)
-    return _without(table, pc.indices_nonzero(mask).to_numpy())
+    return _drop_either(table, (column, values))
 
 
 def _drop_either(table: pa.Table, *conditions: tuple[str, Iterable[str]]) -> pa.Table:

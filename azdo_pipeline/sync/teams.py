@@ -98,14 +98,13 @@ def team_members_table(team_of_group: Mapping[str, str], edges: pa.Table, admins
         # Administrators as the same (team, member) codes: integers compared, not joined strings.
         team_pos = {t: i for i, t in enumerate(team_ids.to_pylist())}
         at_member = pc.index_in(pa.array([d for _t, d in admin_pairs], pa.string()), value_set=descriptors)
-        admin_codes = [team_pos[t] * width + m for (t, _d), m in zip(admin_pairs, at_member.to_pylist(), strict=True)
-                       if m is not None]
-        is_admin = pc.is_in(pair, value_set=pa.array(admin_codes, pa.int64()))
+        codes = [None if m is None else team_pos[t] * width + m
+                 for (t, _d), m in zip(admin_pairs, at_member.to_pylist(), strict=True)]
+        is_admin = pc.is_in(pair, value_set=pa.array([c for c in codes if c is not None], pa.int64()))
         members_now = set(pair.filter(is_admin).to_pylist())
-        only = [(t, d) for (t, d), m in zip(admin_pairs, at_member.to_pylist(), strict=True)
-                if m is None or team_pos[t] * width + m not in members_now]
+        only = [p for p, c in zip(admin_pairs, codes, strict=True) if c is None or c not in members_now]
     if only:
-        extra = [d for d in dict.fromkeys(d for _t, d in only)]
+        extra = list(dict.fromkeys(d for _t, d in only))
         missing = pc.is_null(pc.index_in(pa.array(extra, pa.string()), value_set=descriptors)).to_pylist()
         descriptors = pa.concat_arrays([descriptors, pa.array([d for d, m in zip(extra, missing, strict=True) if m],
                                                               pa.string())])
