@@ -33,7 +33,7 @@ from ..store import Store
 from .errors import FullSyncNeeded
 from .events import AuditEntry, MalformedEntry, parse_entry, touched_by
 from .full import SyncOptions, SyncReport, full_sync
-from .patch import in_background, incremental_step, read_previous, write_admin_identities
+from .patch import in_background, incremental_step, read_previous, start_every_run, write_admin_identities
 
 log = logging.getLogger("azdo_pipeline.sync")
 
@@ -110,8 +110,12 @@ async def sync(client: AzureDevOpsClient, store: Store, org: str, snapshot: str,
     audit: AuditRead | None = None
     audit_problem: str | None = None
     # The tables an incremental run patches are read while the audit log is (a thread; unused on fallback).
+    # And the reads every incremental run makes whatever the events say (cancelled on fallback).
+    early = bool(incremental and prev and prev_cursor is not None and prev.get("snapshot"))
     previous = in_background(asyncio.to_thread(read_previous, store, org, str(prev["snapshot"]))) \
-        if incremental and prev and prev_cursor is not None and prev.get("snapshot") else None
+        if early and prev else None
+    every_run = start_every_run(client, options, prev_cursor - SIGN_IN_MARGIN) \
+        if early and prev_cursor is not None else None
     try:
         audit = await read_audit(client, since)
     except FullSyncNeeded as exc:
@@ -160,7 +164,8 @@ async def sync(client: AzureDevOpsClient, store: Store, org: str, snapshot: str,
         try:
             report = await incremental_step(client, store, org, snapshot, options, prev, touched,
                                             sign_ins_since=prev_cursor - SIGN_IN_MARGIN,
-                                            manifest=state("incremental", None), previous=previous)
+                                            manifest=state("incremental", None), previous=previous,
+                                            every_run=every_run)
             report.mode = "incremental"
             report.duration_s = time.monotonic() - started
             return report
@@ -169,6 +174,9 @@ async def sync(client: AzureDevOpsClient, store: Store, org: str, snapshot: str,
         log.warning("incremental sync of %s falls back to a full sync: %s", org, reason)
     if previous is not None:
         previous.cancel()  # unused by the full sync (the thread finishes its read; nothing waits for it)
+    if every_run is not None:  # stopped before the full sync starts on the same client
+        every_run.cancel()
+        await asyncio.gather(*every_run.futures(), return_exceptions=True)
     report = await full_sync(client, store, org, snapshot, options,
                              manifest_extra=state("full", reason if incremental else None))
     if report.admin_identities is not None:

@@ -57,7 +57,7 @@ class Prev:
 
     snapshot: str
     tables: dict[str, pa.Table]
-    user_by_principal: dict[str, str]  # lower-case principal name -> descriptor
+    user_by_principal: dict[str, str]  # lower-case principal name -> descriptor (of the names events gave)
     user_key_of: dict[str, str]  # user descriptor -> storage key
     group_by_key: dict[str, str]  # lower-case storage key -> group descriptor
     known_users: set[str]
@@ -84,11 +84,16 @@ def read_previous(store: Store, org: str, snapshot: str) -> dict[str, pa.Table]:
     return out
 
 
-def _index(snapshot: str, tables: dict[str, pa.Table]) -> Prev:
+def _index(snapshot: str, tables: dict[str, pa.Table], names: Iterable[str]) -> Prev:
+    """`names`: the lower-case principal names the events gave (a look-up of every user's name would
+    cost a 100,000-entry dictionary per run for a handful of names)."""
     users, groups = tables["users"], tables["groups"]
+    wanted = pa.array(sorted(set(names)), pa.string())
+    named = users.filter(pc.fill_null(pc.is_in(pc.utf8_lower(users["principal_name"]), value_set=wanted), False)) \
+        if len(wanted) else users.slice(0, 0)
     return Prev(
         snapshot=snapshot, tables=tables,
-        user_by_principal=_lower_map(users["principal_name"], users["descriptor"]),
+        user_by_principal=_lower_map(named["principal_name"], named["descriptor"]),
         user_key_of={str(d): str(k) for d, k in zip(users["descriptor"].to_pylist(),
                                                     users["storage_key"].to_pylist(), strict=True) if k},
         group_by_key=_lower_map(groups["storage_key"], groups["descriptor"]),
@@ -168,31 +173,57 @@ class Reads:
     team_admins: dict[str, list[str]] | None = None  # the ACL read, when teams are synced
 
 
+@dataclass
+class EveryRun:
+    """The reads every incremental run makes whatever the audit log says, running in the background:
+    service principals, organizations, team administrators (one ACL read) and sign-ins (the
+    entitlement list by `lastAccessed desc`, down to the previous run). They depend on nothing the
+    audit log says, so a run starts them while it reads the audit log (`start_every_run`)."""
+
+    service_principals: asyncio.Future[list[dict[str, Any]]]
+    organizations: asyncio.Future[list[dict[str, Any]] | None]
+    team_admins: asyncio.Future[dict[str, list[str]] | None]
+    sign_ins: asyncio.Future[dict[str, dict[str, Any]]]  # descriptor -> entitlement fields
+
+    def futures(self) -> list[asyncio.Future[Any]]:
+        return [self.service_principals, self.organizations, self.team_admins, self.sign_ins]
+
+    def cancel(self) -> None:
+        for f in self.futures():
+            f.cancel()
+
+
+def start_every_run(client: AzureDevOpsClient, options: SyncOptions, sign_ins_since: datetime) -> EveryRun:
+    return EveryRun(in_background(_service_principals(client)), in_background(_organizations(client, options)),
+                    in_background(_team_admins(client, options)),
+                    in_background(_entitlements_down_to(client, "lastAccessed", "last_accessed", sign_ins_since)))
+
+
 async def _read_changes(client: AzureDevOpsClient, touched: Touched, prev: Prev, plan: Plan,
-                        options: SyncOptions, sign_ins_since: datetime) -> Reads:
+                        sign_ins_since: datetime, every: EveryRun) -> Reads:
     r = Reads(removed_users=set(plan.removed_users))
     one_by_one = [] if plan.read_all_entitlements else sorted(plan.known_licensed)
-    sp_task = asyncio.ensure_future(_service_principals(client))
-    org_task = asyncio.ensure_future(_organizations(client, options))
-    acl_task = asyncio.ensure_future(_team_admins(client, options))
+    created: dict[str, dict[str, Any]] = {}
     try:
         await asyncio.gather(
             *(_one_entitlement(client, prev, r, d) for d in one_by_one),
             _all_entitlements(client, r) if plan.read_all_entitlements else asyncio.sleep(0),
-            _entitlements_down_to(client, r, "lastAccessed", "last_accessed", sign_ins_since),
-            _entitlements_down_to(client, r, "dateCreated", "date_created", sign_ins_since)
+            every.sign_ins,
+            _down_to_into(created, client, "dateCreated", "date_created", sign_ins_since)
             if plan.unknown_licensed and not plan.read_all_entitlements else asyncio.sleep(0),
             *(_project(client, r, p, teams=not plan.list_teams) for p in sorted(plan.projects_to_read)),
             _all_groups(client, r, plan, touched) if plan.list_groups else asyncio.sleep(0),
             *(_created_group(client, r, n) for _p, n in plan.created_by_query),
             _all_teams(client, r, plan) if plan.list_teams else asyncio.sleep(0),
             *(_project_teams(client, r, p) for p in ([] if plan.list_teams else sorted(plan.team_projects))),
-            sp_task, org_task, acl_task)
+            every.service_principals, every.organizations, every.team_admins)
     except BaseException:
-        for t in (sp_task, org_task, acl_task):
-            t.cancel()
+        every.cancel()
         raise
-    r.service_principals, r.organizations, r.team_admins = sp_task.result(), org_task.result(), acl_task.result()
+    # Every read gives the entitlement as it is now: which one fills a user's fields does not matter.
+    r.entitlements = {**every.sign_ins.result(), **created, **r.entitlements}
+    r.service_principals = every.service_principals.result()
+    r.organizations, r.team_admins = every.organizations.result(), every.team_admins.result()
     for pid in touched.projects_deleted:
         r.project_rows[pid] = None
     for pid in plan.projects_to_read:  # gone meanwhile: nothing of it is listed
@@ -216,16 +247,23 @@ async def _one_entitlement(client: AzureDevOpsClient, prev: Prev, r: Reads, d: s
         r.entitlements[d] = rows.entitlement_fields(ent)
 
 
-async def _entitlements_down_to(client: AzureDevOpsClient, r: Reads, order: str, column: str,
-                                since: datetime) -> None:
-    """The entitlement list ordered by `order` desc, only down to `since` (sign-ins, new users)."""
+async def _entitlements_down_to(client: AzureDevOpsClient, order: str, column: str,
+                                since: datetime) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    await _down_to_into(found, client, order, column, since)
+    return found
+
+
+async def _down_to_into(out: dict[str, dict[str, Any]], client: AzureDevOpsClient, order: str, column: str,
+                        since: datetime) -> None:
+    """The entitlement list ordered by `order` desc, only down to `since` (sign-ins, new users), into `out`."""
     async for page in client.entitlements.iter_user_entitlements(order_by=f"{order} desc"):
         oldest: datetime | None = None
         for ent in page:
             fields = rows.entitlement_fields(ent)
             d = _ent_descriptor(ent)
             if d and (fields[column] is not None and fields[column] >= since):
-                r.entitlements[d] = fields
+                out[d] = fields
             oldest = fields[column]
         if not page or oldest is None or oldest < since:
             return
@@ -360,6 +398,7 @@ class MembershipPatch:
     answered: dict[str, int]
     new_edges: list[tuple[str, str]]  # (container, member) of the containers whose members changed
     storage_keys: dict[str, str]  # lower-case storage key -> descriptor, for resolving members
+    member_keys: dict[str, str]  # the same, with the members' keys the reads resolved
 
 
 async def _containers(client: AzureDevOpsClient, touched: Touched, groups: pa.Table, r: Reads,
@@ -388,15 +427,53 @@ async def _containers(client: AzureDevOpsClient, touched: Touched, groups: pa.Ta
     return sorted(containers - r.deleted_groups)
 
 
-async def _patch_memberships(client: AzureDevOpsClient, prev: Prev, touched: Touched, r: Reads, groups: pa.Table,
-                             group_by_key: Mapping[str, str]) -> MembershipPatch:
-    containers = await _containers(client, touched, groups, r, group_by_key)
-    storage_keys = {**group_by_key, **{k.lower(): d for d, k in prev.user_key_of.items()}}
-    edges_by_container: dict[str, list[str]] = {}
+def _known_containers(touched: Touched, prev: Prev) -> list[str]:
+    """The groups `_containers` will name that are known before any read (those events named that the
+    previous snapshot has, every Entra group, the organization-scope groups on project creation or
+    deletion), less the groups events deleted: their members are read while the other reads go on."""
+    groups = prev.tables["groups"]
+    out = {d for key in touched.containers if (d := prev.group_by_key.get(key))}
+    descriptors, kinds, scopes = (groups[c].to_pylist() for c in ("descriptor", "kind", "scope"))
+    out |= {d for d, k in zip(descriptors, kinds, strict=True) if k == "aadgp"}
+    if touched.projects_created or touched.projects_deleted:
+        out |= {d for d, s in zip(descriptors, scopes, strict=True) if s == "organization"}
+    out -= {d for key in touched.groups_deleted if (d := prev.group_by_key.get(key))}
+    return sorted(out)
+
+
+@dataclass(frozen=True)
+class MemberReads:
+    requested: frozenset[str]
+    edges: dict[str, list[str]]  # container -> direct members
+    answered: dict[str, int]  # container -> answers (reconciliation: exactly one each)
+    member_keys: dict[str, str]  # lower-case storage key -> descriptor, as the client resolved them
+
+
+async def _read_members(client: AzureDevOpsClient, containers: list[str], storage_keys: dict[str, str]) -> MemberReads:
+    edges: dict[str, list[str]] = {}
     answered: dict[str, int] = {}
     async for container, members in client.memberships(containers, storage_keys=storage_keys):
-        edges_by_container[container] = list(members)
+        edges[container] = list(members)
         answered[container] = answered.get(container, 0) + 1
+    return MemberReads(frozenset(containers), edges, answered, dict(client.member_keys))
+
+
+def start_member_reads(client: AzureDevOpsClient, touched: Touched, prev: Prev) -> asyncio.Future[MemberReads]:
+    keys = {**prev.group_by_key, **{k.lower(): d for d, k in prev.user_key_of.items()}}
+    return in_background(_read_members(client, _known_containers(touched, prev), keys))
+
+
+async def _patch_memberships(client: AzureDevOpsClient, prev: Prev, touched: Touched, r: Reads, groups: pa.Table,
+                             group_by_key: Mapping[str, str], early: Awaitable[MemberReads]) -> MembershipPatch:
+    """Memberships after re-reading the containers' direct members: those `early` read already
+    (`start_member_reads`), then the rest (groups the reads found new or changed)."""
+    containers = await _containers(client, touched, groups, r, group_by_key)
+    first = await early
+    storage_keys = {**group_by_key, **{k.lower(): d for d, k in prev.user_key_of.items()}, **first.member_keys}
+    rest = [c for c in containers if c not in first.requested]
+    late = await _read_members(client, rest, storage_keys) if rest else MemberReads(frozenset(), {}, {}, {})
+    edges_by_container = {c: ms for read in (first, late) for c, ms in read.edges.items() if c in containers}
+    answered = {c: n for read in (first, late) for c, n in read.answered.items() if c in containers}
     memberships = prev.tables["memberships"]
     # Only containers whose members differ are patched: an unchanged table stays the previous file.
     old_edges: dict[str, set[str]] = {}
@@ -412,7 +489,8 @@ async def _patch_memberships(client: AzureDevOpsClient, prev: Prev, touched: Tou
         memberships = pa.concat_tables([memberships, pa.table({
             "container_descriptor": pa.array(cs, pa.string()), "member_descriptor": pa.array(ms, pa.string()),
             "member_kind": pa.array([rows.member_kind(m) for m in ms], pa.string())}, schema=schemas.MEMBERSHIPS)])
-    return MembershipPatch(memberships, containers, answered, new_edges, storage_keys)
+    return MembershipPatch(memberships, containers, answered, new_edges, storage_keys,
+                           late.member_keys if rest else first.member_keys)
 
 
 # ---- subjects met for the first time (new users, build services, Entra groups) -----------------------
@@ -424,7 +502,8 @@ class NewSubjects:
 
 
 async def _new_subjects(client: AzureDevOpsClient, prev: Prev, r: Reads, groups: pa.Table, sps: pa.Table,
-                        new_edges: list[tuple[str, str]], team_ids: frozenset[str]) -> NewSubjects:
+                        new_edges: list[tuple[str, str]], team_ids: frozenset[str],
+                        resolved: Mapping[str, str]) -> NewSubjects:
     known = (prev.known_users | set(prev.tables["service_accounts"]["descriptor"].to_pylist())
              | set(sps["descriptor"].to_pylist()) | set(groups["descriptor"].to_pylist()))
     fresh_members = {m for _c, m in new_edges if m not in known and m not in r.removed_users
@@ -433,7 +512,7 @@ async def _new_subjects(client: AzureDevOpsClient, prev: Prev, r: Reads, groups:
     lookup = sorted(fresh_members | fresh_users)
     subjects = await client.graph.lookup_subjects(lookup) if lookup else {}
     out = NewSubjects()
-    member_keys = {d: k for k, d in client.member_keys.items()}
+    member_keys = {d: k for k, d in resolved.items()}
     missing_ents = []
     for d in lookup:
         s = subjects.get(d)
@@ -482,36 +561,61 @@ def _patch_users(prev: Prev, touched: Touched, plan: Plan, r: Reads, new_users: 
 async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, snapshot: str, options: SyncOptions,
                            prev_manifest: Mapping[str, Any], touched: Touched, *, sign_ins_since: datetime,
                            manifest: Mapping[str, Any],
-                           previous: Awaitable[dict[str, pa.Table]] | None = None) -> SyncReport:
+                           previous: Awaitable[dict[str, pa.Table]] | None = None,
+                           every_run: EveryRun | None = None) -> SyncReport:
     """Previous snapshot + the patches `touched` and the every-run re-reads call for → `snapshot`.
-    `previous`: the previous snapshot's tables being read already (`read_previous`)."""
+    `previous`: the previous snapshot's tables being read already (`read_previous`); `every_run`: the
+    every-run reads started already (`start_every_run`, with the same `sign_ins_since`)."""
     started = time.monotonic()
+    every = every_run if every_run is not None else start_every_run(client, options, sign_ins_since)
+    background: list[asyncio.Future[Any]] = []  # reads the step starts early
+    try:
+        return await _step(client, store, org, snapshot, options, prev_manifest, touched, sign_ins_since,
+                           manifest, previous, every, background, started)
+    finally:
+        # Nothing left running when the step fails: a full sync follows on the same client (its request
+        # slots, its member look-ups). Cancelling a finished read changes nothing.
+        every.cancel()
+        for future in background:
+            future.cancel()
+        await asyncio.gather(*every.futures(), *background, return_exceptions=True)
+
+
+async def _step(client: AzureDevOpsClient, store: Store, org: str, snapshot: str, options: SyncOptions,
+                prev_manifest: Mapping[str, Any], touched: Touched, sign_ins_since: datetime,
+                manifest: Mapping[str, Any], previous: Awaitable[dict[str, pa.Table]] | None,
+                every: EveryRun, background: list[asyncio.Future[Any]], started: float) -> SyncReport:
     report = SyncReport(org=org, snapshot=snapshot)
 
     def phase(name: str) -> None:  # when each phase ended (seconds from the start), as the full sync's streams
         report.stream_seconds[name] = round(time.monotonic() - started, 3)
 
     prev_snapshot = str(prev_manifest["snapshot"])
-    prev = _index(prev_snapshot, await (previous if previous is not None
-                                        else asyncio.to_thread(read_previous, store, org, prev_snapshot)))
+    tables_before = await (previous if previous is not None
+                           else asyncio.to_thread(read_previous, store, org, prev_snapshot))
+    prev = _index(prev_snapshot, tables_before, touched.users_licensed | touched.users_removed)
     plan = _plan(touched, prev)
     if plan.requests > plan.full_sync_requests * options.full_sync_above:
         raise FullSyncNeeded(f"the changes call for about {plan.requests} requests, more than a full sync's "
                              f"about {plan.full_sync_requests}")
     phase("previous snapshot")
-    r = await _read_changes(client, touched, prev, plan, options, sign_ins_since)
+    # The members of the groups known to need re-reading are read while the changed objects are.
+    members = start_member_reads(client, touched, prev)
+    background.append(members)
+    r = await _read_changes(client, touched, prev, plan, sign_ins_since, every)
     phase("reads")
     # Team administrators' identities not known from the previous run are read while the rest goes on.
     identities = None
     if options.sync_teams and r.team_admins is not None:
         identities = in_background(_admin_identities(client, read_admin_identities(store, org, prev_snapshot),
                                                      r.team_admins))
+        background.append(identities)
     teams, groups, team_ids, group_by_key = await _patch_groups(client, prev, touched, r, options)
     phase("groups")
-    m = await _patch_memberships(client, prev, touched, r, groups, group_by_key)
+    m = await _patch_memberships(client, prev, touched, r, groups, group_by_key, members)
     phase("memberships")
     sps = pa.Table.from_pylist(r.service_principals, schema=schemas.SERVICE_PRINCIPALS)
-    fresh = await _new_subjects(client, prev, r, groups, sps, m.new_edges, team_ids)
+    fresh = await _new_subjects(client, prev, r, groups, sps, m.new_edges, team_ids, m.member_keys)
     groups = _add(groups, fresh.groups, schemas.GROUPS)
     users, memberships = _patch_users(prev, touched, plan, r, fresh.users, m.table)
     phase("subjects and users")
@@ -534,7 +638,7 @@ async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, sn
             assert r.team_admins is not None and identities is not None
             tables["team_members"], admin_identities = await _team_members(
                 prev.tables["team_members"], teams, groups, memberships, users, svc, sps, r.team_admins,
-                m.storage_keys, client, identities)
+                m.storage_keys, m.member_keys, identities)
             phase("team members")
         settling["team_members"] = pool.submit(_settle, draft, "team_members", tables["team_members"],
                                                prev.tables["team_members"], prev_snapshot)
@@ -564,7 +668,7 @@ async def _admin_identities(client: AzureDevOpsClient, known: list[dict[str, Any
 
 async def _team_members(prev_tm: pa.Table, teams: pa.Table, groups: pa.Table, memberships: pa.Table, users: pa.Table,
                         svc: pa.Table, sps: pa.Table, acl: dict[str, list[str]], storage_keys: dict[str, str],
-                        client: AzureDevOpsClient, identities: Awaitable[dict[str, dict[str, Any]]],
+                        resolved: dict[str, str], identities: Awaitable[dict[str, dict[str, Any]]],
                         ) -> tuple[pa.Table, list[dict[str, Any]]]:
     """team_members rebuilt from the patched groups and memberships and this run's ACL read, as the
     full sync builds it (sync/teams.py); administrators' identities come from `_admin_identities`."""
@@ -592,7 +696,7 @@ async def _team_members(prev_tm: pa.Table, teams: pa.Table, groups: pa.Table, me
         prev_keys = prev_keys.take(np.arange(prev_keys.num_rows - 1, -1, -1))  # the last one wins
         keys = pc.take(prev_keys["member_storage_key"].cast(pa.string()),
                        pc.index_in(descriptors, value_set=prev_keys["member_descriptor"]))
-        override = {d: k for k, d in storage_keys.items()} | {d: k for k, d in client.member_keys.items()}
+        override = {d: k for k, d in storage_keys.items()} | {d: k for k, d in resolved.items()}
         if override or admin_info:
             position = {d: i for i, d in enumerate(descriptors.to_pylist())}
             key_list, name_list = keys.to_pylist(), names.to_pylist()
@@ -615,14 +719,26 @@ async def _team_members(prev_tm: pa.Table, teams: pa.Table, groups: pa.Table, me
 
 
 def _same(a: pa.Table, b: pa.Table, name: str) -> bool:
-    """The same rows (in any order): the table is then shared with the previous snapshot."""
+    """The same rows (in any order): the table is then shared with the previous snapshot.
+
+    Each row of `a` is matched to the row of `b` with its key (a hash look-up, not a sort of both
+    tables); the rows are the same when that matching is one-to-one and every matched row is equal."""
     if a is b:
         return True
     if a.num_rows != b.num_rows:
         return False
     schema = schemas.RAW_TABLES[name]
-    keys = [(k, "ascending") for k in schemas.key_columns(schema)]
-    return bool(a.cast(schema).sort_by(keys).equals(b.cast(schema).sort_by(keys)))
+    a, b = a.cast(schema), b.cast(schema)
+    keys = schemas.key_columns(schema)
+
+    def key(t: pa.Table) -> pa.ChunkedArray | pa.Array:
+        parts = [pc.fill_null(t[k].cast(pa.string()), "\x00") for k in keys]  # null: not any value
+        return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "\x1f")
+
+    at = pc.index_in(key(a), value_set=key(b))
+    if at.null_count or pc.count_distinct(at).as_py() != a.num_rows:
+        return False  # a key of one table is not in the other, or two rows share one row of the other
+    return bool(a.combine_chunks().equals(b.take(at).combine_chunks()))
 
 
 Settled = tuple[bool, pa.Table, list[reconcile.RuleResult]]  # shared, columns read back, one-table rules
@@ -690,15 +806,20 @@ def _drop_either(table: pa.Table, *conditions: tuple[str, Iterable[str]]) -> pa.
 
 def _without(table: pa.Table, rows: np.ndarray) -> pa.Table:
     """`table` without the rows at the sorted positions `rows`; the same object when there are none.
-    A few rows of a large table: zero-copy slices around them rather than a filtered copy."""
+    Zero-copy slices around the dropped runs rather than a filtered copy: a table is written grouped
+    (memberships by container), so even thousands of dropped rows make few runs, and filtering a
+    million memberships cost half a second."""
     if not len(rows):
         return table
-    if len(rows) > 1000:
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1  # where a run of consecutive dropped rows ends
+    firsts = np.concatenate(([rows[0]], rows[breaks]))
+    lasts = np.concatenate((rows[breaks - 1], [rows[-1]]))
+    if len(firsts) > 1000:  # scattered: one filtered copy beats thousands of slices
         keep = np.ones(table.num_rows, dtype=bool)
         keep[rows] = False
         return table.filter(pa.array(keep))
-    starts = np.concatenate(([0], rows + 1))
-    ends = np.concatenate((rows, [table.num_rows]))
+    starts = np.concatenate(([0], lasts + 1))
+    ends = np.concatenate((firsts, [table.num_rows]))
     parts = [table.slice(int(a), int(b - a)) for a, b in zip(starts, ends, strict=True) if b > a]
     return pa.concat_tables(parts) if parts else table.slice(0, 0)
 

@@ -254,3 +254,38 @@ def test_a_snapshot_derived_by_provisioning_keeps_the_cursor(tmp_path: Path) -> 
     report = env.run("s2")
     assert report.mode == "incremental"
     env.assert_equals_full("s2")
+
+
+def test_a_step_that_falls_back_leaves_no_early_read_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step starts reads early (every-run reads, members of known groups). When it falls back, none
+    of them may still run beside the full sync on the same client (request slots, member look-ups)."""
+    from azdo_pipeline.sync import patch
+
+    env = Env(tmp_path)
+    env.run("s1")
+    env.mutate()
+    seen: list[str] = []
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.05)  # the early reads are under way by now
+        raise patch.FullSyncNeeded("a test refusal")
+
+    real_full_sync = incremental.full_sync
+
+    async def full_then_look(*args: Any, **kwargs: Any) -> SyncReport:
+        await asyncio.sleep(0)  # let cancellations land
+        early = ("_read_members", "_admin_identities", "_entitlements_down_to", "_team_admins",
+                 "_service_principals", "_organizations")
+        seen.extend(name for t in asyncio.all_tasks() if not t.done()
+                    and (name := t.get_coro().__name__) in early)  # type: ignore[union-attr]
+        return await real_full_sync(*args, **kwargs)
+
+    monkeypatch.setattr(patch, "_patch_groups", refuse)
+    monkeypatch.setattr(incremental, "full_sync", full_then_look)
+    # The early member read's first answer comes late: it is still in flight when the step gives up.
+    env.world.faults.configure({"rules": [{"path": "/_apis/identitybatch", "count": 1, "delay_ms": 1500}]})
+    report = env.run("s2")
+    env.world.faults.configure({})
+    assert report.mode == "full" and report.fallback_reason == "a test refusal"
+    assert seen == []
+    env.assert_equals_full("s2")
