@@ -112,7 +112,8 @@ class Plan:
     projects_to_read: frozenset[str]  # created or changed projects: row, teams, groups
     team_projects: frozenset[str]  # projects where a group was created (it may back a new team)
     created_by_query: tuple[tuple[str | None, str], ...]  # created groups looked up one query each...
-    list_groups: bool  # ...or found in one listing of every group (also the groups of projects_to_read)
+    list_groups: bool  # ...or found in one listing of every group (then also the groups of projects_to_read,
+    # which are otherwise listed per project scope)
     list_teams: bool  # every team in one listing, rather than each project's teams
     requests: int  # what the plan costs, about
     full_sync_requests: int  # what a full sync costs, about
@@ -123,10 +124,10 @@ def _pages(rows_: int, per_page: int) -> int:
 
 
 def _plan(touched: Touched, prev: Prev) -> Plan:
-    """The cheapest reads for what the events touched. Listing a project's groups scans the whole
-    group list (Graph pages 500 subjects of every scope, then filters), so groups are listed at most
-    once, for every project at once; each created group costs a subject query unless the listing is
-    cheaper; teams likewise."""
+    """The cheapest reads for what the events touched. A project's groups are listed in its own scope
+    (Graph pages 500 identities of the scope asked for, then filters: a page or two for a project) after
+    looking up its scope descriptor; each created group costs a subject query unless one listing of every
+    group is cheaper (which then also gives the projects' groups); teams likewise."""
     t = prev.tables
     known = frozenset(prev.user_by_principal[p] for p in touched.users_licensed if p in prev.user_by_principal)
     ent_pages = _pages(t["users"].num_rows, 100)
@@ -134,12 +135,12 @@ def _plan(touched: Touched, prev: Prev) -> Plan:
     team_pages = _pages(len(prev.team_ids), 100)  # the full sync lists every team (groups' is_team flag)
     projects = frozenset((touched.projects_created | touched.projects_changed) - touched.projects_deleted)
     created = tuple(sorted((g for g in touched.groups_created if g[0] not in projects), key=str))
-    list_groups = bool(projects) or len(created) > group_pages
+    list_groups = len(created) + 2 * len(projects) > group_pages
     team_projects = frozenset({p for p, _n in touched.groups_created if p} - projects - touched.projects_deleted)
     list_teams = len(projects | team_projects) > team_pages
     read_all = touched.all_entitlements or len(known) > ent_pages
     cost = (ent_pages if read_all else len(known)) + 2  # sign-ins (and new users) by date: a page or two
-    cost += 2 * len(projects) + (group_pages if list_groups else len(created))
+    cost += 2 * len(projects) + (group_pages if list_groups else len(created) + 2 * len(projects))
     cost += team_pages if list_teams else len(projects | team_projects)
     cost += _pages(len(touched.containers) + len(touched.groups_created), 500) + 4  # memberships, every-run reads
     # A full sync: entitlements, Graph users, groups, their memberships (500 groups a call), projects,
@@ -211,7 +212,8 @@ async def _read_changes(client: AzureDevOpsClient, touched: Touched, prev: Prev,
             every.sign_ins,
             _down_to_into(created, client, "dateCreated", "date_created", sign_ins_since)
             if plan.unknown_licensed and not plan.read_all_entitlements else asyncio.sleep(0),
-            *(_project(client, r, p, teams=not plan.list_teams) for p in sorted(plan.projects_to_read)),
+            *(_project(client, r, p, teams=not plan.list_teams, groups=not plan.list_groups)
+              for p in sorted(plan.projects_to_read)),
             _all_groups(client, r, plan, touched) if plan.list_groups else asyncio.sleep(0),
             *(_created_group(client, r, n) for _p, n in plan.created_by_query),
             _all_teams(client, r, plan) if plan.list_teams else asyncio.sleep(0),
@@ -277,11 +279,30 @@ async def _all_entitlements(client: AzureDevOpsClient, r: Reads) -> None:
                 r.entitlements[d] = rows.entitlement_fields(ent)
 
 
-async def _project(client: AzureDevOpsClient, r: Reads, pid: str, *, teams: bool) -> None:
+async def _project(client: AzureDevOpsClient, r: Reads, pid: str, *, teams: bool, groups: bool) -> None:
     p = await client.core.get_project(pid)
     r.project_rows[pid] = rows.project_row(p) if p else None
-    if p is not None and teams:
-        await _project_teams(client, r, pid)
+    if p is not None:
+        await asyncio.gather(_project_teams(client, r, pid) if teams else asyncio.sleep(0),
+                             _project_groups(client, r, pid) if groups else asyncio.sleep(0))
+
+
+async def _project_groups(client: AzureDevOpsClient, r: Reads, pid: str) -> None:
+    """A project's groups: its scope descriptor, then the groups listed in that scope. The project was
+    just read, so a scope not found is not taken for a deletion: the run falls back to a full sync."""
+    found: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    try:
+        scope = await client.graph.descriptor_of(pid)
+        async for page in client.graph.iter_groups(scope_descriptor=scope):
+            for g in page:
+                d = g.get("descriptor")
+                if d and d not in seen and rows.group_row(g, frozenset())["project_id"] == pid:
+                    seen.add(d)
+                    found.append(g)
+    except NotFoundError as exc:
+        raise FullSyncNeeded(f"the groups of project {pid} could not be listed: its scope was not found") from exc
+    r.project_groups[pid] = found
 
 
 async def _all_groups(client: AzureDevOpsClient, r: Reads, plan: Plan, touched: Touched) -> None:

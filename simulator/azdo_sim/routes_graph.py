@@ -1,10 +1,11 @@
 """Graph REST API (vssps): users, groups, service principals, memberships, descriptors, lookups.
 
-Behaviour follows shared/reference/azure-devops-api-behaviour.md §2–§4 and the decompiled Graph
-controllers it cites:
+Behaviour follows the Graph REST reference (https://learn.microsoft.com/rest/api/azure/devops/graph)
+and what clients of the service report about its paging:
 - list endpoints read one page of up to PAGE_SIZE raw identities of the scan (users, groups and
-  service principals are separate scans), filter it afterwards (subjectTypes, scope), and send
-  `X-MS-ContinuationToken` whenever the scan has more identities — so pages can be short or empty;
+  service principals are separate scans), filter it afterwards (subjectTypes; for users the scope),
+  and send `X-MS-ContinuationToken` whenever the scan has more identities — so pages can be short or
+  empty; a group listing with a project `scopeDescriptor` scans that scope's identities only;
 - membership single-edge verbs: GET 200/404, HEAD 200/404 without body, PUT 201 (idempotent),
   DELETE 200/404; the list is direct edges and not paged;
 - errors carry the real typeKeys and VS/TF messages (GraphResources / IdentityResources).
@@ -299,15 +300,21 @@ def _in_project(org: OrgState, ident: Identity, project_id: str) -> bool:
 
 
 def _list_page(request: Request, org: OrgState, kind: str, order: list[str],
-               keep: Callable[[Identity, str | None], bool], *, filter_types: bool = True) -> Response:
-    """Read a raw page of the scan, then filter; the token depends only on the raw scan."""
+               keep: Callable[[Identity, str | None], bool], *, filter_types: bool = True,
+               scoped: Callable[[str], list[str]] | None = None) -> Response:
+    """Read a raw page of the scan, then filter; the token depends only on the raw scan. `scoped`:
+    the scan of a project scope, when the store pages over that scope's identities only."""
     token = request.query_params.get("continuationToken")
     if token:
         scope, tail, index = _decode_token(token, kind)
+        if scope is not None and scoped is not None:
+            order = scoped(scope)
         start = _resume(order, tail, index)
     else:
         sd = request.query_params.get("scopeDescriptor")
         scope = scope_id_of(org, sd) if sd else None
+        if scope is not None and scoped is not None:
+            order = scoped(scope)
         start = 0
     raw = order[start:start + PAGE_SIZE]
     types = _subject_types(request) if filter_types else None
@@ -374,10 +381,16 @@ def get_service_principal(request: Request, org: OrgState, caller: http.Caller, 
 # ---- groups ------------------------------------------------------------------------------
 @api("vso.graph")
 def list_groups(request: Request, org: OrgState, caller: http.Caller, _: Any) -> Response:
+    """Groups pages read 500 identities *of the scope* (ScopePagingContext(scope, ...)), then filter:
+    a project's groups come in a page or two, the organization's in one page per 500 groups."""
     def keep(ident: Identity, scope: str | None) -> bool:
         return ident.is_group and (scope is None or ident.project_id == scope)
 
-    return _list_page(request, org, "groups", org.group_order, keep)
+    def scoped(scope: str) -> list[str]:
+        idents = org.identities
+        return [d for d in org.group_order if (g := idents.get(d)) is not None and g.project_id == scope]
+
+    return _list_page(request, org, "groups", org.group_order, keep, scoped=scoped)
 
 
 @api("vso.graph")

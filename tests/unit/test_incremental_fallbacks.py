@@ -289,3 +289,20 @@ def test_a_step_that_falls_back_leaves_no_early_read_running(tmp_path: Path, mon
     assert report.mode == "full" and report.fallback_reason == "a test refusal"
     assert seen == []
     env.assert_equals_full("s2")
+
+
+def test_a_created_project_is_read_in_its_own_scope(tmp_path: Path) -> None:
+    """A new project's groups come from a listing of its scope (a page), not of every group of the
+    organization (one page per 500 groups), and the snapshot still equals a full sync's."""
+    env = Env(tmp_path)
+    with env.world.lock:  # enough groups that listing them all costs more pages than the project's scope
+        for i in range(1200):
+            env.org.create_group(display_name=f"Bulk {i}", audit=False)
+    env.run("s1")
+    with env.world.lock:
+        apply_ops(env.org, [{"op": "create_project", "name": "Scoped"}])
+    report = env.run("s2")
+    assert report.mode == "incremental", report.fallback_reason
+    assert report.requests_by_endpoint.get("GET graph/descriptors/{id}") == 1
+    assert report.requests_by_endpoint.get("GET graph/groups", 0) <= 2  # the project's scope, not 3+ pages
+    env.assert_equals_full("s2")

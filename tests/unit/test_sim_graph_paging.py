@@ -122,6 +122,21 @@ def test_token_keeps_the_scope_of_the_first_request(small_pages, asgi_client_for
     assert extra.descriptor in seen
 
 
+def test_a_scoped_group_listing_pages_over_the_scope_only(small_pages, asgi_client_for):
+    """ListGroups reads its pages by scope (ScopePagingContext(scope, ...)): a project's groups take as
+    many pages as they fill, however many groups the organization has; users stay filtered."""
+    world, org, pat = paging_world()
+    proj = org.create_project("Hermes")
+    for i in range(4 * PAGE):
+        org.create_group(display_name=f"Org {i}", audit=False)
+    mine = {g.descriptor for g in org.groups() if g.project_id == proj.id}
+    client = asgi_client_for(world, pat, base_url="https://vssps.dev.azure.com")
+    got = pages(client, "/pager/_apis/graph/groups", f"&scopeDescriptor={scope_descriptor(proj.id)}")
+    assert {g["descriptor"] for v, _ in got for g in v} == mine
+    assert len(got) == -(-len(mine) // PAGE)
+    assert len(pages(client, "/pager/_apis/graph/groups")) > 4  # the organization's scan: every group
+
+
 def test_removals_between_pages_neither_skip_nor_repeat(pager):
     org, client = pager
     r = client.get(f"/pager/_apis/graph/users?{V}")
