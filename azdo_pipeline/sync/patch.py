@@ -451,14 +451,17 @@ async def _containers(client: AzureDevOpsClient, touched: Touched, groups: pa.Ta
 def _known_containers(touched: Touched, prev: Prev) -> list[str]:
     """The groups `_containers` will name that are known before any read (those events named that the
     previous snapshot has, every Entra group, the organization-scope groups on project creation or
-    deletion), less the groups events deleted: their members are read while the other reads go on."""
+    deletion), less the groups known gone (deleted by an event, or of a deleted project: asking for
+    those costs a read per group): their members are read while the other reads go on."""
     groups = prev.tables["groups"]
     out = {d for key in touched.containers if (d := prev.group_by_key.get(key))}
-    descriptors, kinds, scopes = (groups[c].to_pylist() for c in ("descriptor", "kind", "scope"))
+    descriptors, kinds, scopes, projects = (groups[c].to_pylist() for c in ("descriptor", "kind", "scope",
+                                                                             "project_id"))
     out |= {d for d, k in zip(descriptors, kinds, strict=True) if k == "aadgp"}
     if touched.projects_created or touched.projects_deleted:
         out |= {d for d, s in zip(descriptors, scopes, strict=True) if s == "organization"}
     out -= {d for key in touched.groups_deleted if (d := prev.group_by_key.get(key))}
+    out -= {d for d, p in zip(descriptors, projects, strict=True) if p and p in touched.projects_deleted}
     return sorted(out)
 
 
@@ -470,26 +473,36 @@ class MemberReads:
     member_keys: dict[str, str]  # lower-case storage key -> descriptor, as the client resolved them
 
 
-async def _read_members(client: AzureDevOpsClient, containers: list[str], storage_keys: dict[str, str]) -> MemberReads:
+async def _read_members(client: AzureDevOpsClient, containers: list[str], storage_keys: dict[str, str], *,
+                        max_in_flight: int | None = None) -> MemberReads:
     edges: dict[str, list[str]] = {}
     answered: dict[str, int] = {}
-    async for container, members in client.memberships(containers, storage_keys=storage_keys):
+    async for container, members in client.memberships(containers, storage_keys=storage_keys,
+                                                       max_in_flight=max_in_flight):
         edges[container] = list(members)
         answered[container] = answered.get(container, 0) + 1
     return MemberReads(frozenset(containers), edges, answered, dict(client.member_keys))
 
 
-def start_member_reads(client: AzureDevOpsClient, touched: Touched, prev: Prev) -> asyncio.Future[MemberReads]:
+def start_member_reads(client: AzureDevOpsClient, touched: Touched, prev: Prev) -> asyncio.Future[MemberReads] | None:
+    """The early read of `_known_containers`, on half the request slots (the reads of the changed
+    objects go on beside it); None when those groups fill more than one round of those slots. Thousands
+    of groups keep the service busy for several rounds anyway: the overlap measured no faster there
+    (xl, 10,000 changes, alternating runs), so they are all read after the groups are patched."""
+    containers = _known_containers(touched, prev)
+    half = max(1, client.settings.max_concurrency // 2)
+    if len(containers) > half * client.settings.membership_chunk_size:
+        return None
     keys = {**prev.group_by_key, **{k.lower(): d for d, k in prev.user_key_of.items()}}
-    return in_background(_read_members(client, _known_containers(touched, prev), keys))
+    return in_background(_read_members(client, containers, keys, max_in_flight=half))
 
 
 async def _patch_memberships(client: AzureDevOpsClient, prev: Prev, touched: Touched, r: Reads, groups: pa.Table,
-                             group_by_key: Mapping[str, str], early: Awaitable[MemberReads]) -> MembershipPatch:
+                             group_by_key: Mapping[str, str], early: Awaitable[MemberReads] | None) -> MembershipPatch:
     """Memberships after re-reading the containers' direct members: those `early` read already
     (`start_member_reads`), then the rest (groups the reads found new or changed)."""
     containers = await _containers(client, touched, groups, r, group_by_key)
-    first = await early
+    first = await early if early is not None else MemberReads(frozenset(), {}, {}, {})
     storage_keys = {**group_by_key, **{k.lower(): d for d, k in prev.user_key_of.items()}, **first.member_keys}
     rest = [c for c in containers if c not in first.requested]
     late = await _read_members(client, rest, storage_keys) if rest else MemberReads(frozenset(), {}, {}, {})
@@ -622,7 +635,8 @@ async def _step(client: AzureDevOpsClient, store: Store, org: str, snapshot: str
     phase("previous snapshot")
     # The members of the groups known to need re-reading are read while the changed objects are.
     members = start_member_reads(client, touched, prev)
-    background.append(members)
+    if members is not None:
+        background.append(members)
     r = await _read_changes(client, touched, prev, plan, sign_ins_since, every)
     phase("reads")
     # Team administrators' identities not known from the previous run are read while the rest goes on.

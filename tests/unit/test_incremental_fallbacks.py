@@ -306,3 +306,31 @@ def test_a_created_project_is_read_in_its_own_scope(tmp_path: Path) -> None:
     assert report.requests_by_endpoint.get("GET graph/descriptors/{id}") == 1
     assert report.requests_by_endpoint.get("GET graph/groups", 0) <= 2  # the project's scope, not 3+ pages
     env.assert_equals_full("s2")
+
+
+@pytest.mark.parametrize("chunk", [1, 500])
+def test_members_read_early_or_after_give_the_same_snapshot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            chunk: int) -> None:
+    """The members of groups known before any read are read early when they fit one round of half the
+    request slots (chunk 500), else all after the groups are patched (chunk 1): either way the
+    snapshot equals a full sync's."""
+    from azdo_pipeline.client import ClientSettings
+    from azdo_pipeline.sync import patch
+
+    real = patch.start_member_reads
+    early: list[bool] = []
+
+    def spy(client: Any, touched: Any, prev: Any) -> Any:
+        client.settings = ClientSettings(membership_chunk_size=chunk, max_concurrency=client.settings.max_concurrency)
+        future = real(client, touched, prev)
+        early.append(future is not None)
+        return future
+
+    monkeypatch.setattr(patch, "start_member_reads", spy)
+    env = Env(tmp_path)
+    env.run("s1")
+    env.mutate(n=15, seed=4)
+    report = env.run("s2")
+    assert report.mode == "incremental", report.fallback_reason
+    assert early == [chunk == 500]
+    env.assert_equals_full("s2")
