@@ -89,8 +89,11 @@ def _index(snapshot: str, tables: dict[str, pa.Table], names: Iterable[str]) -> 
     cost a 100,000-entry dictionary per run for a handful of names)."""
     users, groups = tables["users"], tables["groups"]
     wanted = pa.array(sorted(set(names)), pa.string())
-    named = users.filter(pc.fill_null(pc.is_in(pc.utf8_lower(users["principal_name"]), value_set=wanted), False)) \
-        if len(wanted) else users.slice(0, 0)
+    principal = users["principal_name"]
+    # Rows whose lower-cased name is wanted; names that are not ASCII all go to `_lower_map` as well,
+    # where Python's lower() decides, as everywhere else (Arrow's utf8_lower may differ from it there).
+    hit = pc.or_(pc.is_in(pc.utf8_lower(principal), value_set=wanted), pc.invert(pc.string_is_ascii(principal)))
+    named = users.filter(pc.fill_null(hit, False)) if len(wanted) else users.slice(0, 0)
     return Prev(
         snapshot=snapshot, tables=tables,
         user_by_principal=_lower_map(named["principal_name"], named["descriptor"]),

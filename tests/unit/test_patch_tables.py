@@ -71,3 +71,24 @@ def test_same_is_equal_rows_in_any_order(seed: int) -> None:
     expected = a.sort_by(keys).equals(b.sort_by(keys))
     assert _same(a, b, "team_members") is expected
     assert _same(b, a, "team_members") is expected
+
+
+def test_users_named_by_events_are_found_as_a_map_of_every_user_would_find_them() -> None:
+    """Only the names events gave are looked up; the result is what a map of every user's lower-cased
+    name gives for them, names that are not ASCII included (Python's lower() decides there)."""
+    from azdo_pipeline import schemas
+    from azdo_pipeline.sync.patch import _index, _lower_map
+
+    names = ["Ann@Contoso.com", "İlkay@contoso.com", "bob@contoso.com", None, "ÅSA@contoso.com", "ann@contoso.com"]
+    users = pa.table({f.name: pa.nulls(len(names), f.type) for f in schemas.USERS})
+    users = users.set_column(users.schema.get_field_index("principal_name"), "principal_name", pa.array(names))
+    users = users.set_column(users.schema.get_field_index("descriptor"), "descriptor",
+                             pa.array([f"aad.{i}" for i in range(len(names))]))
+    tables = {n: pa.table({f.name: pa.nulls(0, f.type) for f in s}) for n, s in schemas.RAW_TABLES.items()}
+    tables["users"] = users
+    every = _lower_map(users["principal_name"], users["descriptor"])
+    for wanted in (["ann@contoso.com"], [str(names[1]).lower()], ["åsa@contoso.com", "bob@contoso.com"], [],
+                   ["nobody@contoso.com"]):
+        got = _index("s", tables, wanted).user_by_principal
+        assert {k: v for k, v in got.items() if k in wanted} == {k: v for k, v in every.items() if k in wanted}
+    assert _index("s", tables, ["ann@contoso.com"]).user_by_principal["ann@contoso.com"] == "aad.5"  # the later row
