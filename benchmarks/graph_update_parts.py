@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing as mp
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -33,7 +31,7 @@ from azdo_pipeline.accessgraph.build import compile_graph, small_tables
 from azdo_pipeline.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from incremental import ORG, _child, run, serve  # the incremental benchmark's helpers
+from incremental import ORG, _child, run, simulator  # the incremental benchmark's helpers
 
 
 def raw_sync(info: dict[str, Any], data_dir: str, snapshot: str, queue: Any) -> None:
@@ -99,30 +97,20 @@ def main() -> int:
     ap.add_argument("--changes", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
-    ctx = mp.get_context("spawn")
-    q, stop = ctx.Queue(), ctx.Event()
-    server = ctx.Process(target=serve, args=(args.size, args.seed, q, stop), daemon=True)
-    server.start()
-    info = q.get()
-    admin = httpx.Client(base_url=info["base_url"], verify=info["ca_file"], timeout=600)
-    try:
-        with tempfile.TemporaryDirectory() as data:
-            _child(run, info, data, "s000-full", False)  # full sync + audit cursor, then its graph
-            admin.post(f"/_sim/{ORG}/mutations/random", json={"count": args.changes, "seed": 1001}).raise_for_status()
-            admin.post("/_sim/clock/advance", json={"seconds": 301}).raise_for_status()
-            synced = _child(raw_sync, info, data, "s001-inc")
-            print(f"{args.size}, {args.changes} changes: raw sync {synced['mode']}, {synced['requests']} requests"
-                  + (f" ({synced['fallback']})" if synced["fallback"] else ""))
-            for k in range(args.rounds):
-                with tempfile.TemporaryDirectory() as out:
-                    times, what = parts(Store(Path(data)), Path(out))
-                print(f"round {k + 1}: {what}")
-                for label, seconds in times.items():
-                    print(f"  {seconds:6.2f} s  {label}")
-                print(f"  {sum(times.values()):6.2f} s  in all")
-    finally:
-        stop.set()
-        server.join(timeout=30)
+    with simulator(args.size, args.seed) as (info, admin), tempfile.TemporaryDirectory() as data:
+        _child(run, info, data, "s000-full", False)  # full sync + audit cursor, then its graph
+        admin.post(f"/_sim/{ORG}/mutations/random", json={"count": args.changes, "seed": 1001}).raise_for_status()
+        admin.post("/_sim/clock/advance", json={"seconds": 301}).raise_for_status()
+        synced = _child(raw_sync, info, data, "s001-inc")
+        print(f"{args.size}, {args.changes} changes: raw sync {synced['mode']}, {synced['requests']} requests"
+              + (f" ({synced['fallback']})" if synced["fallback"] else ""))
+        for k in range(args.rounds):
+            with tempfile.TemporaryDirectory() as out:
+                times, what = parts(Store(Path(data)), Path(out))
+            print(f"round {k + 1}: {what}")
+            for label, seconds in times.items():
+                print(f"  {seconds:6.2f} s  {label}")
+            print(f"  {sum(times.values()):6.2f} s  in all")
     return 0
 
 

@@ -27,6 +27,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,23 @@ def run(info: dict[str, Any], data_dir: str, snapshot: str, incremental_run: boo
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
 
+@contextmanager
+def simulator(size: str, seed: int) -> Iterator[tuple[dict[str, Any], httpx.Client]]:
+    """The simulator serving a generated organization in its own process: (how to reach it, a client
+    for its admin routes); stopped on leaving."""
+    ctx = mp.get_context("spawn")
+    q, stop = ctx.Queue(), ctx.Event()
+    server = ctx.Process(target=serve, args=(size, seed, q, stop), daemon=True)
+    server.start()
+    info = q.get()
+    try:
+        with httpx.Client(base_url=info["base_url"], verify=info["ca_file"], timeout=600) as admin:
+            yield info, admin
+    finally:
+        stop.set()
+        server.join(timeout=30)
+
+
 def _child(target: Any, *args: Any) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -150,14 +169,8 @@ def main() -> int:
         tuple(int(x) for x in args.latency.split("-")) if "-" in args.latency else (0, 0)]
     changes = [int(c) for c in args.changes.split(",")]
 
-    ctx = mp.get_context("spawn")
-    q, stop = ctx.Queue(), ctx.Event()
-    server = ctx.Process(target=serve, args=(args.size, args.seed, q, stop), daemon=True)
-    server.start()
-    info = q.get()
-    print(f"simulator: {args.size} org {info['counts']} generated in {info['generated_s']:.1f}s; sync_teams on")
-    admin = httpx.Client(base_url=info["base_url"], verify=info["ca_file"], timeout=600)
-    try:
+    with simulator(args.size, args.seed) as (info, admin):
+        print(f"simulator: {args.size} org {info['counts']} generated in {info['generated_s']:.1f}s; sync_teams on")
         for lo, hi in settings:
             admin.put("/_sim/faults", json={"latency_ms": [lo, hi], "seed": 1}).raise_for_status()
             label = "no added latency" if hi == 0 else f"{lo}-{hi} ms added per request"
@@ -208,9 +221,6 @@ def main() -> int:
                         print(f"    access graph brought up to date instead (timed aside, not published): "
                               f"{inc['update_s']:.2f}s vs {inc['graph_s'] - inc['graph_read_s']:.2f}s in full "
                               f"- {inc['update_built']}")
-    finally:
-        stop.set()
-        server.join(timeout=30)
     return 0
 
 

@@ -33,7 +33,7 @@ from ..store import Store
 from .errors import FullSyncNeeded
 from .events import AuditEntry, MalformedEntry, parse_entry, touched_by
 from .full import SyncOptions, SyncReport, full_sync
-from .patch import in_background, incremental_step, read_previous, start_every_run, write_admin_identities
+from .patch import in_background, incremental_step, read_previous, start_every_run, stop, write_admin_identities
 
 log = logging.getLogger("azdo_pipeline.sync")
 
@@ -174,9 +174,8 @@ async def sync(client: AzureDevOpsClient, store: Store, org: str, snapshot: str,
         log.warning("incremental sync of %s falls back to a full sync: %s", org, reason)
     if previous is not None:
         previous.cancel()  # unused by the full sync (the thread finishes its read; nothing waits for it)
-    if every_run is not None:  # stopped before the full sync starts on the same client
-        every_run.cancel()
-        await asyncio.gather(*every_run.futures(), return_exceptions=True)
+    if every_run is not None:
+        await stop(every_run.futures())
     report = await full_sync(client, store, org, snapshot, options,
                              manifest_extra=state("full", reason if incremental else None))
     if report.admin_identities is not None:

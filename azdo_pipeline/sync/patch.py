@@ -59,6 +59,7 @@ class Prev:
     tables: dict[str, pa.Table]
     user_by_principal: dict[str, str]  # lower-case principal name -> descriptor (of the names events gave)
     user_key_of: dict[str, str]  # user descriptor -> storage key
+    user_by_key: dict[str, str]  # lower-case storage key -> user descriptor (resolves membership reads)
     group_by_key: dict[str, str]  # lower-case storage key -> group descriptor
     known_users: set[str]
     team_ids: frozenset[str]  # lower-case ids of teams (their backing groups' storage keys)
@@ -94,11 +95,12 @@ def _index(snapshot: str, tables: dict[str, pa.Table], names: Iterable[str]) -> 
     # where Python's lower() decides, as everywhere else (Arrow's utf8_lower may differ from it there).
     hit = pc.or_(pc.is_in(pc.utf8_lower(principal), value_set=wanted), pc.invert(pc.string_is_ascii(principal)))
     named = users.filter(pc.fill_null(hit, False)) if len(wanted) else users.slice(0, 0)
+    key_of = {str(d): str(k) for d, k in zip(users["descriptor"].to_pylist(), users["storage_key"].to_pylist(),
+                                             strict=True) if k}
     return Prev(
         snapshot=snapshot, tables=tables,
         user_by_principal=_lower_map(named["principal_name"], named["descriptor"]),
-        user_key_of={str(d): str(k) for d, k in zip(users["descriptor"].to_pylist(),
-                                                    users["storage_key"].to_pylist(), strict=True) if k},
+        user_key_of=key_of, user_by_key={k.lower(): d for d, k in key_of.items()},
         group_by_key=_lower_map(groups["storage_key"], groups["descriptor"]),
         known_users=set(users["descriptor"].to_pylist()),
         team_ids=frozenset(str(k).lower() for k, t in zip(groups["storage_key"].to_pylist(),
@@ -192,9 +194,15 @@ class EveryRun:
     def futures(self) -> list[asyncio.Future[Any]]:
         return [self.service_principals, self.organizations, self.team_admins, self.sign_ins]
 
-    def cancel(self) -> None:
-        for f in self.futures():
-            f.cancel()
+
+async def stop(futures: Iterable[asyncio.Future[Any]]) -> None:
+    """Cancel `futures` and wait until each has ended: a full sync that follows on the same client must
+    not have reads of the abandoned step still running beside it (request slots, member look-ups).
+    Stopping a finished read changes nothing."""
+    pending = list(futures)
+    for future in pending:
+        future.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 def start_every_run(client: AzureDevOpsClient, options: SyncOptions, sign_ins_since: datetime) -> EveryRun:
@@ -207,14 +215,14 @@ async def _read_changes(client: AzureDevOpsClient, touched: Touched, prev: Prev,
                         sign_ins_since: datetime, every: EveryRun) -> Reads:
     r = Reads(removed_users=set(plan.removed_users))
     one_by_one = [] if plan.read_all_entitlements else sorted(plan.known_licensed)
-    created: dict[str, dict[str, Any]] = {}
+    # New users by creation date, when events named users the snapshot does not have.
+    created = asyncio.ensure_future(_entitlements_down_to(client, "dateCreated", "date_created", sign_ins_since)
+                                    if plan.unknown_licensed and not plan.read_all_entitlements else _no_entitlements())
     try:
         await asyncio.gather(
             *(_one_entitlement(client, prev, r, d) for d in one_by_one),
             _all_entitlements(client, r) if plan.read_all_entitlements else asyncio.sleep(0),
-            every.sign_ins,
-            _down_to_into(created, client, "dateCreated", "date_created", sign_ins_since)
-            if plan.unknown_licensed and not plan.read_all_entitlements else asyncio.sleep(0),
+            every.sign_ins, created,
             *(_project(client, r, p, teams=not plan.list_teams, groups=not plan.list_groups)
               for p in sorted(plan.projects_to_read)),
             _all_groups(client, r, plan, touched) if plan.list_groups else asyncio.sleep(0),
@@ -223,10 +231,10 @@ async def _read_changes(client: AzureDevOpsClient, touched: Touched, prev: Prev,
             *(_project_teams(client, r, p) for p in ([] if plan.list_teams else sorted(plan.team_projects))),
             every.service_principals, every.organizations, every.team_admins)
     except BaseException:
-        every.cancel()
+        created.cancel()  # the every-run reads are the caller's to stop
         raise
     # Every read gives the entitlement as it is now: which one fills a user's fields does not matter.
-    r.entitlements = {**every.sign_ins.result(), **created, **r.entitlements}
+    r.entitlements = {**every.sign_ins.result(), **created.result(), **r.entitlements}
     r.service_principals = every.service_principals.result()
     r.organizations, r.team_admins = every.organizations.result(), every.team_admins.result()
     for pid in touched.projects_deleted:
@@ -252,16 +260,15 @@ async def _one_entitlement(client: AzureDevOpsClient, prev: Prev, r: Reads, d: s
         r.entitlements[d] = rows.entitlement_fields(ent)
 
 
+async def _no_entitlements() -> dict[str, dict[str, Any]]:
+    return {}
+
+
 async def _entitlements_down_to(client: AzureDevOpsClient, order: str, column: str,
                                 since: datetime) -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    await _down_to_into(found, client, order, column, since)
-    return found
-
-
-async def _down_to_into(out: dict[str, dict[str, Any]], client: AzureDevOpsClient, order: str, column: str,
-                        since: datetime) -> None:
-    """The entitlement list ordered by `order` desc, only down to `since` (sign-ins, new users), into `out`."""
+    """The entitlement list ordered by `order` desc, only down to `since` (sign-ins, new users):
+    descriptor -> entitlement fields."""
+    out: dict[str, dict[str, Any]] = {}
     async for page in client.entitlements.iter_user_entitlements(order_by=f"{order} desc"):
         oldest: datetime | None = None
         for ent in page:
@@ -271,7 +278,8 @@ async def _down_to_into(out: dict[str, dict[str, Any]], client: AzureDevOpsClien
                 out[d] = fields
             oldest = fields[column]
         if not page or oldest is None or oldest < since:
-            return
+            break
+    return out
 
 
 async def _all_entitlements(client: AzureDevOpsClient, r: Reads) -> None:
@@ -476,6 +484,9 @@ class MemberReads:
     member_keys: dict[str, str]  # lower-case storage key -> descriptor, as the client resolved them
 
 
+NO_MEMBER_READS = MemberReads(frozenset(), {}, {}, {})
+
+
 async def _read_members(client: AzureDevOpsClient, containers: list[str], storage_keys: dict[str, str], *,
                         max_in_flight: int | None = None) -> MemberReads:
     edges: dict[str, list[str]] = {}
@@ -496,7 +507,7 @@ def start_member_reads(client: AzureDevOpsClient, touched: Touched, prev: Prev) 
     half = max(1, client.settings.max_concurrency // 2)
     if len(containers) > half * client.settings.membership_chunk_size:
         return None
-    keys = {**prev.group_by_key, **{k.lower(): d for d, k in prev.user_key_of.items()}}
+    keys = {**prev.group_by_key, **prev.user_by_key}
     return in_background(_read_members(client, containers, keys, max_in_flight=half))
 
 
@@ -505,10 +516,10 @@ async def _patch_memberships(client: AzureDevOpsClient, prev: Prev, touched: Tou
     """Memberships after re-reading the containers' direct members: those `early` read already
     (`start_member_reads`), then the rest (groups the reads found new or changed)."""
     containers = await _containers(client, touched, groups, r, group_by_key)
-    first = await early if early is not None else MemberReads(frozenset(), {}, {}, {})
-    storage_keys = {**group_by_key, **{k.lower(): d for d, k in prev.user_key_of.items()}, **first.member_keys}
+    first = await early if early is not None else NO_MEMBER_READS
+    storage_keys = {**group_by_key, **prev.user_by_key, **first.member_keys}
     rest = [c for c in containers if c not in first.requested]
-    late = await _read_members(client, rest, storage_keys) if rest else MemberReads(frozenset(), {}, {}, {})
+    late = await _read_members(client, rest, storage_keys) if rest else NO_MEMBER_READS
     edges_by_container = {c: ms for read in (first, late) for c, ms in read.edges.items() if c in containers}
     answered = {c: n for read in (first, late) for c, n in read.answered.items() if c in containers}
     memberships = prev.tables["memberships"]
@@ -610,12 +621,7 @@ async def incremental_step(client: AzureDevOpsClient, store: Store, org: str, sn
         return await _step(client, store, org, snapshot, options, prev_manifest, touched, sign_ins_since,
                            manifest, previous, every, background, started)
     finally:
-        # Nothing left running when the step fails: a full sync follows on the same client (its request
-        # slots, its member look-ups). Cancelling a finished read changes nothing.
-        every.cancel()
-        for future in background:
-            future.cancel()
-        await asyncio.gather(*every.futures(), *background, return_exceptions=True)
+        await stop([*every.futures(), *background])
 
 
 async def _step(client: AzureDevOpsClient, store: Store, org: str, snapshot: str, options: SyncOptions,

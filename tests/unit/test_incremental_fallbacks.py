@@ -314,14 +314,15 @@ def test_members_read_early_or_after_give_the_same_snapshot(tmp_path: Path, monk
     """The members of groups known before any read are read early when they fit one round of half the
     request slots (chunk 500), else all after the groups are patched (chunk 1): either way the
     snapshot equals a full sync's."""
-    from azdo_pipeline.client import ClientSettings
+    import dataclasses
+
     from azdo_pipeline.sync import patch
 
     real = patch.start_member_reads
     early: list[bool] = []
 
     def spy(client: Any, touched: Any, prev: Any) -> Any:
-        client.settings = ClientSettings(membership_chunk_size=chunk, max_concurrency=client.settings.max_concurrency)
+        client.settings = dataclasses.replace(client.settings, membership_chunk_size=chunk)
         future = real(client, touched, prev)
         early.append(future is not None)
         return future
